@@ -1,0 +1,53 @@
+//! Subcommands of the `pedcache` binary.
+
+pub mod convert;
+pub mod demo;
+pub mod detect;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "pedcache", version, about = "Early pedestrian alerts from cache exits on a frozen detector")]
+pub struct Cli {
+    /// Compute threads (0 = all cores).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a detector on images and write the detections as JSON.
+    Detect(detect::DetectArgs),
+    /// Convert the TensorFlow SSDLite frozen graph (GraphDef .pb) into safetensors.
+    ConvertTf(convert::ConvertArgs),
+    /// Run the demo: the default detector over the demo sequence, with a summary table.
+    Demo(demo::DemoArgs),
+    /// Decode an image with the project's own decoder and write it as PNG (for reference scripts,
+    /// so that both sides of a parity test see identical pixels).
+    Decode {
+        input: PathBuf,
+        #[arg(long)]
+        png: PathBuf,
+    },
+}
+
+/// Run one command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    crate::runtime::init_threads(cli.threads);
+    match cli.command {
+        Command::Detect(a) => detect::run(a),
+        Command::ConvertTf(a) => convert::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Decode { input, png } => {
+            let f = crate::frame::load_rgb(&input)?;
+            image::RgbImage::from_raw(f.width as u32, f.height as u32, f.data)
+                .ok_or_else(|| anyhow::anyhow!("{}: bad buffer", input.display()))?
+                .save(&png)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", png.display()))?;
+            Ok(0)
+        }
+    }
+}

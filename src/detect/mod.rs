@@ -1,0 +1,1 @@
+//! Detectors as staged candle models, and the ops they share.

@@ -1,0 +1,86 @@
+//! Decoding camera frames into RGB, with one-line errors that name the file and the cause.
+
+use std::path::Path;
+
+/// An 8-bit RGB frame, row-major, 3 bytes per pixel.
+#[derive(Clone, Debug)]
+pub struct RgbFrame {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbFrame {
+    pub fn new(width: usize, height: usize, data: Vec<u8>) -> anyhow::Result<Self> {
+        anyhow::ensure!(width > 0 && height > 0, "zero-size image ({width}x{height})");
+        anyhow::ensure!(
+            data.len() == width * height * 3,
+            "RGB buffer holds {} bytes, expected {}x{}x3",
+            data.len(),
+            width,
+            height
+        );
+        Ok(Self { width, height, data })
+    }
+
+    /// A copy of the rectangle `[x0, x0+w) x [y0, y0+h)`.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> RgbFrame {
+        let mut data = Vec::with_capacity(w * h * 3);
+        for y in y0..y0 + h {
+            let start = (y * self.width + x0) * 3;
+            data.extend_from_slice(&self.data[start..start + w * 3]);
+        }
+        RgbFrame { width: w, height: h, data }
+    }
+}
+
+/// Decode an image file (PNG or JPEG, by content) into RGB.
+pub fn load_rgb(path: &Path) -> anyhow::Result<RgbFrame> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    decode_rgb(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Decode an in-memory PNG or JPEG into RGB.
+pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RgbFrame> {
+    anyhow::ensure!(!bytes.is_empty(), "empty file");
+    let format = image::guess_format(bytes).map_err(|_| anyhow::anyhow!("not a PNG or JPEG image"))?;
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| anyhow::anyhow!("corrupt {format:?} image: {e}"))?;
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    RgbFrame::new(w, h, rgb.into_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_empty_and_garbage() {
+        assert!(decode_rgb(b"").unwrap_err().to_string().contains("empty"));
+        assert!(decode_rgb(b"hello world, not an image")
+            .unwrap_err()
+            .to_string()
+            .contains("not a PNG or JPEG"));
+    }
+
+    #[test]
+    fn truncated_png_is_an_error() {
+        let mut png = Vec::new();
+        let img = image::RgbImage::from_pixel(16, 16, image::Rgb([10, 20, 30]));
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("encode");
+        let cut = &png[..png.len() / 2];
+        let err = decode_rgb(cut).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn crop_takes_the_right_pixels() {
+        let data: Vec<u8> = (0..4 * 3 * 3).map(|v| v as u8).collect();
+        let f = RgbFrame::new(4, 3, data).expect("frame");
+        let c = f.crop(1, 1, 2, 2);
+        assert_eq!(c.data[..3], f.data[(4 + 1) * 3..(4 + 1) * 3 + 3]);
+        assert_eq!(c.data[9..12], f.data[(2 * 4 + 2) * 3..(2 * 4 + 2) * 3 + 3]);
+    }
+}

@@ -1,0 +1,11 @@
+//! pedcache: early pedestrian alerts from cache exits on a frozen detector.
+//!
+//! Layout (see `README.md` and the project's DESIGN): `detect/` holds the detectors as staged
+//! candle models and their shared ops, `convert/` turns upstream weight files into safetensors,
+//! `frame` decodes images with errors that name the file, `cli/` implements the commands.
+
+pub mod cli;
+pub mod convert;
+pub mod detect;
+pub mod frame;
+pub mod runtime;
