@@ -12,7 +12,10 @@ pub struct RgbFrame {
 
 impl RgbFrame {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> anyhow::Result<Self> {
-        anyhow::ensure!(width > 0 && height > 0, "zero-size image ({width}x{height})");
+        anyhow::ensure!(
+            width > 0 && height > 0,
+            "zero-size image ({width}x{height})"
+        );
         anyhow::ensure!(
             data.len() == width * height * 3,
             "RGB buffer holds {} bytes, expected {}x{}x3",
@@ -20,7 +23,11 @@ impl RgbFrame {
             width,
             height
         );
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// A copy of the rectangle `[x0, x0+w) x [y0, y0+h)`.
@@ -30,7 +37,11 @@ impl RgbFrame {
             let start = (y * self.width + x0) * 3;
             data.extend_from_slice(&self.data[start..start + w * 3]);
         }
-        RgbFrame { width: w, height: h, data }
+        RgbFrame {
+            width: w,
+            height: h,
+            data,
+        }
     }
 }
 
@@ -43,7 +54,8 @@ pub fn load_rgb(path: &Path) -> anyhow::Result<RgbFrame> {
 /// Decode an in-memory PNG or JPEG into RGB.
 pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RgbFrame> {
     anyhow::ensure!(!bytes.is_empty(), "empty file");
-    let format = image::guess_format(bytes).map_err(|_| anyhow::anyhow!("not a PNG or JPEG image"))?;
+    let format =
+        image::guess_format(bytes).map_err(|_| anyhow::anyhow!("not a PNG or JPEG image"))?;
     let img = image::load_from_memory_with_format(bytes, format)
         .map_err(|e| anyhow::anyhow!("corrupt {format:?} image: {e}"))?;
     let rgb = img.to_rgb8();

@@ -16,7 +16,9 @@ pub fn init_threads(n: usize) -> usize {
         // candle and gemm read RAYON_NUM_THREADS; keep all three in agreement.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         // A pool may already exist (e.g. in tests); then its size wins and we report it.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
         rayon::current_num_threads()
     })
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "pedcache", version, about = "Early pedestrian alerts from cache exits on a frozen detector")]
+#[command(
+    name = "pedcache",
+    version,
+    about = "Early pedestrian alerts from cache exits on a frozen detector"
+)]
 pub struct Cli {
     /// Compute threads (0 = all cores).
     #[arg(long, global = true, default_value_t = 0)]

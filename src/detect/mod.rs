@@ -1,1 +1,57 @@
 //! Detectors as staged candle models, and the ops they share.
+//!
+//! Every detector exposes a *staged forward* (see [`Staged`]): its candidate cache layers in
+//! order, a way to run the network one stage at a time, and the rest of the network after the
+//! last stage. The cache engine stops between stages; `forward` is the same stages run back to
+//! back, so both paths give identical results.
+
+pub mod ops;
+pub mod ssdlite;
+pub mod weights;
+
+use candle_core::{Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// One detected object, in original-image pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// 1 = pedestrian for SSDLite; COCO category id for Mask R-CNN.
+    pub label: u32,
+    pub score: f32,
+    /// Pixels of the pasted instance mask above 0.5 (Mask R-CNN only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mask_area: Option<u64>,
+}
+
+/// A network that can be run one candidate layer at a time.
+pub trait Staged {
+    /// Intermediate state between stages (the activation plus anything later layers need).
+    type State;
+    /// What the network produces after the last stage, per batch item.
+    type Output;
+
+    /// Names of the candidate cache layers, in network order; stage `i` ends at layer `i`.
+    fn stage_names(&self) -> &[&'static str];
+    /// Begin from a preprocessed NCHW batch.
+    fn start(&self, input: &Tensor) -> Result<Self::State>;
+    /// Run stage `i` (which must follow stage `i - 1`, or `start` for `i == 0`).
+    fn run_stage(&self, i: usize, state: Self::State) -> Result<Self::State>;
+    /// The candidate layer's activation held by a state, NCHW.
+    fn activation<'a>(&self, state: &'a Self::State) -> &'a Tensor;
+    /// Keep only the given batch items (for batch shrinking after cache hits).
+    fn select(&self, state: &Self::State, keep: &[usize]) -> Result<Self::State>;
+    /// The rest of the network after the last stage.
+    fn finish(&self, state: Self::State) -> Result<Vec<Self::Output>>;
+
+    /// All stages then the rest: the plain forward.
+    fn forward_staged(&self, input: &Tensor) -> Result<Vec<Self::Output>> {
+        let mut st = self.start(input)?;
+        for i in 0..self.stage_names().len() {
+            st = self.run_stage(i, st)?;
+        }
+        self.finish(st)
+    }
+}

@@ -1,0 +1,649 @@
+//! Inference convolutions with bias and activation fused, for both detectors.
+//!
+//! Why not candle's `conv2d`: on CPU its 1x1 path copies element by element, its grouped path
+//! loops per channel (a depthwise layer becomes hundreds of tiny convs), and bias/activation
+//! are separate passes. Here each layer picks a kernel by shape:
+//! - pointwise (1x1, no padding): one GEMM per image, strided inputs gathered first;
+//! - depthwise (groups == input channels): a direct row-wise kernel;
+//! - everything else: im2col into a buffer, then one GEMM per group.
+//!
+//! The bias is written into the destination before the GEMM accumulates into it, and the
+//! activation runs on the rows while they are still in cache. On non-CPU devices the layer falls
+//! back to candle's own ops (padding applied explicitly, so TF "SAME" stays asymmetric).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Activation applied after bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Activation {
+    #[inline]
+    fn apply(self, row: &mut [f32]) {
+        match self {
+            Activation::None => {}
+            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+/// How a layer pads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Explicit zero padding: top, bottom, left, right.
+    Explicit {
+        top: usize,
+        bottom: usize,
+        left: usize,
+        right: usize,
+    },
+    /// TensorFlow "SAME": output = ceil(input / stride); the odd pixel of padding goes to the
+    /// bottom/right (so stride-2 layers on even inputs pad only at the end).
+    TfSame,
+}
+
+impl Padding {
+    pub fn symmetric(p: usize) -> Self {
+        Padding::Explicit {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
+    }
+}
+
+/// Static description of one convolution layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: (usize, usize),
+    pub stride: usize,
+    pub dilation: usize,
+    pub groups: usize,
+    pub padding: Padding,
+    pub activation: Activation,
+}
+
+impl ConvSpec {
+    pub fn new(in_channels: usize, out_channels: usize, k: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel: (k, k),
+            stride: 1,
+            dilation: 1,
+            groups: 1,
+            padding: Padding::symmetric(0),
+            activation: Activation::None,
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    pub fn padding(mut self, p: Padding) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    /// Depthwise: one filter per input channel (channel multiplier 1).
+    pub fn depthwise(channels: usize, k: usize) -> Self {
+        Self::new(channels, channels, k).groups(channels)
+    }
+
+    /// Output size and resolved pads `(out_h, out_w, top, left)` for an input of `h x w`.
+    pub fn geometry(&self, h: usize, w: usize) -> Result<(usize, usize, usize, usize)> {
+        let (kh, kw) = self.kernel;
+        let ekh = self.dilation * (kh - 1) + 1;
+        let ekw = self.dilation * (kw - 1) + 1;
+        let (top, bottom, left, right) = match self.padding {
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            } => (top, bottom, left, right),
+            Padding::TfSame => {
+                let oh = h.div_ceil(self.stride);
+                let ow = w.div_ceil(self.stride);
+                let ph = ((oh - 1) * self.stride + ekh).saturating_sub(h);
+                let pw = ((ow - 1) * self.stride + ekw).saturating_sub(w);
+                (ph / 2, ph - ph / 2, pw / 2, pw - pw / 2)
+            }
+        };
+        let (hp, wp) = (h + top + bottom, w + left + right);
+        if hp < ekh || wp < ekw {
+            candle_core::bail!(
+                "conv input {h}x{w} (padded {hp}x{wp}) smaller than kernel {ekh}x{ekw}"
+            );
+        }
+        Ok((
+            (hp - ekh) / self.stride + 1,
+            (wp - ekw) / self.stride + 1,
+            top,
+            left,
+        ))
+    }
+
+    /// Multiply-accumulates per output pixel, times 2: FLOPs per output location.
+    pub fn flops(&self, out_h: usize, out_w: usize) -> u64 {
+        let k = (self.in_channels / self.groups) * self.kernel.0 * self.kernel.1;
+        2 * (k as u64) * (self.out_channels as u64) * (out_h * out_w) as u64
+    }
+}
+
+/// A convolution layer with its weights (BN already folded in) and fused epilogue.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    spec: ConvSpec,
+    /// OIHW, as candle expects; used by the non-CPU fallback.
+    weight: Tensor,
+    bias: Tensor,
+    /// The same weights as a flat row-major `[out, in/groups * kh * kw]` matrix for the CPU kernels.
+    w: std::sync::Arc<Vec<f32>>,
+    b: std::sync::Arc<Vec<f32>>,
+}
+
+impl Conv2d {
+    /// `weight` is OIHW `[out, in/groups, kh, kw]`, `bias` is `[out]` (None = zeros).
+    pub fn new(spec: ConvSpec, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (kh, kw) = spec.kernel;
+        if spec.groups == 0
+            || spec.in_channels % spec.groups != 0
+            || spec.out_channels % spec.groups != 0
+            || spec.stride == 0
+            || spec.dilation == 0
+            || kh == 0
+            || kw == 0
+        {
+            candle_core::bail!("invalid conv spec {spec:?}");
+        }
+        let expect = [spec.out_channels, spec.in_channels / spec.groups, kh, kw];
+        if weight.dims() != expect {
+            candle_core::bail!(
+                "conv weight has shape {:?}, expected {:?}",
+                weight.dims(),
+                expect
+            );
+        }
+        let bias = match bias {
+            Some(b) => {
+                if b.dims() != [spec.out_channels] {
+                    candle_core::bail!(
+                        "conv bias has shape {:?}, expected [{}]",
+                        b.dims(),
+                        spec.out_channels
+                    );
+                }
+                b
+            }
+            None => Tensor::zeros(spec.out_channels, candle_core::DType::F32, weight.device())?,
+        };
+        let w: Vec<f32> = weight
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        let b: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        if let Some(i) = w.iter().chain(b.iter()).position(|v| !v.is_finite()) {
+            candle_core::bail!("conv weights hold a non-finite value (element {i})");
+        }
+        Ok(Self {
+            spec,
+            weight,
+            bias,
+            w: std::sync::Arc::new(w),
+            b: std::sync::Arc::new(b),
+        })
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// NCHW in, NCHW out.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            x.apply_op1_no_bwd(self)
+        } else {
+            self.forward_candle(x)
+        }
+    }
+
+    /// The same layer through candle's stock ops (any device). Also the exactness reference.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (_, _, top, left) = self.spec.geometry(h, w)?;
+        let (bottom, right) = match self.spec.padding {
+            Padding::Explicit { bottom, right, .. } => (bottom, right),
+            Padding::TfSame => {
+                let (oh, ow, _, _) = self.spec.geometry(h, w)?;
+                let ekh = self.spec.dilation * (self.spec.kernel.0 - 1) + 1;
+                let ekw = self.spec.dilation * (self.spec.kernel.1 - 1) + 1;
+                let ph = ((oh - 1) * self.spec.stride + ekh).saturating_sub(h);
+                let pw = ((ow - 1) * self.spec.stride + ekw).saturating_sub(w);
+                (ph - top, pw - left)
+            }
+        };
+        let x = x
+            .pad_with_zeros(2, top, bottom)?
+            .pad_with_zeros(3, left, right)?;
+        let y = x.conv2d(
+            &self.weight,
+            0,
+            self.spec.stride,
+            self.spec.dilation,
+            self.spec.groups,
+        )?;
+        let y = y.broadcast_add(&self.bias.reshape((1, self.spec.out_channels, 1, 1))?)?;
+        match self.spec.activation {
+            Activation::None => Ok(y),
+            Activation::Relu => y.relu(),
+            Activation::Relu6 => y.clamp(0f32, 6f32),
+        }
+    }
+
+    fn run_cpu(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<(Vec<f32>, usize, usize)> {
+        let s = &self.spec;
+        let (oh, ow, top, left) = s.geometry(h, w)?;
+        let mut out = vec![0f32; n * s.out_channels * oh * ow];
+        let in_img = s.in_channels * h * w;
+        let out_img = s.out_channels * oh * ow;
+        let g = Geometry {
+            h,
+            w,
+            oh,
+            ow,
+            top,
+            left,
+        };
+        if s.groups == s.in_channels && s.groups == s.out_channels && s.groups > 1 {
+            depthwise(s, &g, &self.w, &self.b, x, &mut out);
+        } else if s.kernel == (1, 1) && top == 0 && left == 0 && s.groups == 1 {
+            for (xi, oi) in x.chunks_exact(in_img).zip(out.chunks_exact_mut(out_img)) {
+                pointwise(s, &g, &self.w, &self.b, xi, oi);
+            }
+        } else {
+            for (xi, oi) in x.chunks_exact(in_img).zip(out.chunks_exact_mut(out_img)) {
+                im2col_gemm(s, &g, &self.w, &self.b, xi, oi);
+            }
+        }
+        Ok((out, oh, ow))
+    }
+}
+
+impl CustomOp1 for Conv2d {
+    fn name(&self) -> &'static str {
+        "pedcache-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let data = match storage {
+            CpuStorage::F32(v) => v,
+            _ => candle_core::bail!("conv expects f32 input"),
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("conv expects a contiguous input");
+        };
+        let (n, c, h, w) = layout.shape().dims4()?;
+        if c != self.spec.in_channels {
+            candle_core::bail!(
+                "conv expects {} input channels, got {c}",
+                self.spec.in_channels
+            );
+        }
+        let (out, oh, ow) = self.run_cpu(&data[start..end], n, h, w)?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((n, self.spec.out_channels, oh, ow)),
+        ))
+    }
+}
+
+struct Geometry {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    top: usize,
+    left: usize,
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
+const PARALLEL_GEMM_MIN_MACS: usize = 1 << 20;
+
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = crate::runtime::threads();
+    if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `out[m, n] = bias[m] + lhs[m, k] * rhs[k, n]`, all row-major and dense, then the activation.
+fn gemm_bias_act(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: &[f32],
+    act: Activation,
+    out: &mut [f32],
+) {
+    debug_assert!(
+        lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n && bias.len() >= m
+    );
+    for (row, &b) in out.chunks_exact_mut(n).zip(bias) {
+        row.fill(b);
+    }
+    // SAFETY: the slices are dense row-major matrices of the sizes checked above; `gemm` reads
+    // lhs/rhs and writes `out` through these strides only.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm_parallelism(m, n, k),
+        );
+    }
+    if act != Activation::None {
+        let rows_per_task = (m / (4 * crate::runtime::threads())).max(1);
+        out[..m * n]
+            .par_chunks_mut(n * rows_per_task)
+            .for_each(|rows| act.apply(rows));
+    }
+}
+
+/// 1x1 convolution without padding: a GEMM over the (possibly subsampled) input.
+fn pointwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
+    let plane = g.oh * g.ow;
+    if s.stride == 1 {
+        gemm_bias_act(
+            s.out_channels,
+            plane,
+            s.in_channels,
+            wt,
+            x,
+            b,
+            s.activation,
+            out,
+        );
+        return;
+    }
+    let mut sub = vec![0f32; s.in_channels * plane];
+    sub.par_chunks_mut(plane).enumerate().for_each(|(c, dst)| {
+        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        for oy in 0..g.oh {
+            let row = &src[oy * s.stride * g.w..];
+            for ox in 0..g.ow {
+                dst[oy * g.ow + ox] = row[ox * s.stride];
+            }
+        }
+    });
+    gemm_bias_act(
+        s.out_channels,
+        plane,
+        s.in_channels,
+        wt,
+        &sub,
+        b,
+        s.activation,
+        out,
+    );
+}
+
+/// Range of output columns `o` for which `o * stride + off` lands inside `[0, len)`.
+#[inline]
+fn valid_range(off: isize, stride: usize, len: usize, out_len: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+    let hi = if (len as isize) - 1 - off < 0 {
+        0
+    } else {
+        ((len as isize) - 1 - off) / s + 1
+    };
+    let lo = lo.clamp(0, out_len as isize) as usize;
+    let hi = hi.clamp(0, out_len as isize) as usize;
+    (lo, hi.max(lo))
+}
+
+/// General convolution: im2col per group into `[k, oh*ow]`, then a GEMM with the group's filters.
+fn im2col_gemm(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
+    let (kh, kw) = s.kernel;
+    let cin_g = s.in_channels / s.groups;
+    let cout_g = s.out_channels / s.groups;
+    let k = cin_g * kh * kw;
+    let plane = g.oh * g.ow;
+    let mut col = vec![0f32; k * plane];
+    for grp in 0..s.groups {
+        col.par_chunks_mut(plane).enumerate().for_each(|(r, dst)| {
+            let c = grp * cin_g + r / (kh * kw);
+            let (i, j) = ((r % (kh * kw)) / kw, r % kw);
+            let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+            let off_x = (j * s.dilation) as isize - g.left as isize;
+            let (lo, hi) = valid_range(off_x, s.stride, g.w, g.ow);
+            for oy in 0..g.oh {
+                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                let iy = (oy * s.stride + i * s.dilation) as isize - g.top as isize;
+                if iy < 0 || iy >= g.h as isize || lo >= hi {
+                    drow.fill(0.0);
+                    continue;
+                }
+                let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+                drow[..lo].fill(0.0);
+                drow[hi..].fill(0.0);
+                if s.stride == 1 {
+                    let start = (lo as isize + off_x) as usize;
+                    drow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
+                } else {
+                    for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
+                        *d = srow[(((ox + lo) * s.stride) as isize + off_x) as usize];
+                    }
+                }
+            }
+        });
+        let wg = &wt[grp * cout_g * k..(grp + 1) * cout_g * k];
+        let bg = &b[grp * cout_g..(grp + 1) * cout_g];
+        let og = &mut out[grp * cout_g * plane..(grp + 1) * cout_g * plane];
+        gemm_bias_act(cout_g, plane, k, wg, &col, bg, s.activation, og);
+    }
+}
+
+/// Depthwise convolution, computed directly: each output row accumulates `kh * kw` shifted input
+/// rows (contiguous slices at stride 1, so the inner loop vectorises). Planes run in parallel.
+fn depthwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
+    let (kh, kw) = s.kernel;
+    let c = s.in_channels;
+    let in_plane = g.h * g.w;
+    let out_plane = g.oh * g.ow;
+    out.par_chunks_mut(out_plane)
+        .enumerate()
+        .for_each(|(p, dst)| {
+            let ch = p % c;
+            let src = &x[p * in_plane..(p + 1) * in_plane];
+            let filt = &wt[ch * kh * kw..(ch + 1) * kh * kw];
+            let taps: Vec<(isize, usize, usize)> = (0..kw)
+                .map(|j| {
+                    let off = (j * s.dilation) as isize - g.left as isize;
+                    let (lo, hi) = valid_range(off, s.stride, g.w, g.ow);
+                    (off, lo, hi)
+                })
+                .collect();
+            for oy in 0..g.oh {
+                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
+                drow.fill(b[ch]);
+                for i in 0..kh {
+                    let iy = (oy * s.stride + i * s.dilation) as isize - g.top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (j, &(off, lo, hi)) in taps.iter().enumerate() {
+                        let wv = filt[i * kw + j];
+                        if lo >= hi {
+                            continue;
+                        }
+                        if s.stride == 1 {
+                            let start = (lo as isize + off) as usize;
+                            for (d, v) in
+                                drow[lo..hi].iter_mut().zip(&srow[start..start + (hi - lo)])
+                            {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (o, d) in drow[lo..hi].iter_mut().enumerate() {
+                                *d += wv * srow[(((o + lo) * s.stride) as isize + off) as usize];
+                            }
+                        }
+                    }
+                }
+                s.activation.apply(drow);
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn rand(shape: &[usize], seed: u64) -> Tensor {
+        // A small deterministic LCG: tests must not depend on a global RNG.
+        let n: usize = shape.iter().product();
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
+    }
+
+    fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+    }
+
+    fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64) {
+        let (kh, kw) = spec.kernel;
+        let wt = rand(
+            &[spec.out_channels, spec.in_channels / spec.groups, kh, kw],
+            seed,
+        );
+        let b = rand(&[spec.out_channels], seed + 1);
+        let conv = Conv2d::new(spec, wt, Some(b)).expect("conv");
+        let x = rand(&[n, spec.in_channels, h, w], seed + 2);
+        let ours = conv.forward(&x).expect("ours");
+        let reference = conv.forward_candle(&x).expect("candle");
+        assert_eq!(ours.dims(), reference.dims(), "{spec:?} on {h}x{w}");
+        let e = max_rel_err(&ours, &reference);
+        assert!(e <= 1e-4, "{spec:?} on {n}x{h}x{w}: max rel err {e}");
+    }
+
+    #[test]
+    fn every_kernel_matches_candle_over_odd_shapes() {
+        let mut seed = 1;
+        for &(h, w) in &[(1, 1), (7, 7), (33, 33), (7, 33), (8, 10)] {
+            for &stride in &[1, 2] {
+                for &(k, pad) in &[(1, 0), (3, 1), (3, 0), (7, 3), (1, 1)] {
+                    for &dil in &[1, 2] {
+                        for &(cin, cout, groups) in
+                            &[(3, 5, 1), (13, 17, 1), (12, 18, 3), (11, 11, 11)]
+                        {
+                            let spec = ConvSpec::new(cin, cout, k)
+                                .stride(stride)
+                                .dilation(dil)
+                                .groups(groups)
+                                .padding(Padding::symmetric(pad))
+                                .activation(match seed % 3 {
+                                    0 => Activation::None,
+                                    1 => Activation::Relu,
+                                    _ => Activation::Relu6,
+                                });
+                            seed += 1;
+                            if spec.geometry(h, w).is_err() {
+                                continue;
+                            }
+                            check(spec, 2, h, w, seed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tf_same_padding_is_asymmetric_at_stride_two() {
+        // 300 -> 150 at stride 2: TF pads 0 on top/left and 1 on bottom/right.
+        let spec = ConvSpec::new(3, 8, 3).stride(2).padding(Padding::TfSame);
+        assert_eq!(spec.geometry(300, 300).unwrap(), (150, 150, 0, 0));
+        assert_eq!(spec.geometry(75, 75).unwrap(), (38, 38, 1, 1));
+        for &(h, w) in &[(10, 10), (19, 19), (2, 2), (1, 1), (9, 14)] {
+            check(spec, 1, h, w, 99);
+            check(
+                ConvSpec::depthwise(8, 3).stride(2).padding(Padding::TfSame),
+                1,
+                h,
+                w,
+                7,
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_weights() {
+        let spec = ConvSpec::new(3, 4, 3);
+        assert!(Conv2d::new(spec, rand(&[4, 3, 1, 1], 1), None).is_err());
+        let mut v = vec![0f32; 4 * 3 * 9];
+        v[5] = f32::NAN;
+        let wt = Tensor::from_vec(v, (4, 3, 3, 3), &Device::Cpu).unwrap();
+        let err = Conv2d::new(spec, wt, None).unwrap_err().to_string();
+        assert!(err.contains("non-finite"), "{err}");
+    }
+}

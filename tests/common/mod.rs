@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests: where the data and the model are, and the rule for
+//! missing inputs (skip with a message locally, fail under CI=true).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data` beside the project.
+pub fn data_root() -> PathBuf {
+    std::env::var_os("PEDCACHE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data"))
+}
+
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns `Some(path)` if it exists; otherwise prints why the test is skipped, or panics under CI.
+pub fn require(path: &Path, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
+    }
+    let msg = format!(
+        "{what} not found at {} (run scripts/test.sh to prepare it)",
+        path.display()
+    );
+    if under_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+pub fn model_path() -> Option<PathBuf> {
+    require(
+        &repo().join("models/ssdlite_ped.safetensors"),
+        "converted SSDLite model",
+    )
+}
+
+pub fn load_ssdlite() -> Option<pedcache::detect::ssdlite::SsdLite> {
+    let p = model_path()?;
+    Some(
+        pedcache::detect::ssdlite::SsdLite::load(&p, &candle_core::Device::Cpu)
+            .expect("load model"),
+    )
+}
+
+/// The pedcache binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pedcache"))
+}
