@@ -536,7 +536,8 @@ def cmd_bench(a):
     else:
         frame = rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8)
     tiles = np.stack([crop(frame, r) for r in square_tiles(frame.shape[1], frame.shape[0])])
-    out = {"iters": a.iters, "warmup": a.warmup, "frame": a.frame or "random 2048x1024", "results": []}
+    out = {"iters": a.iters, "warmup": a.warmup, "frame": a.frame or "random 2048x1024",
+           "loadavg_before": list(os.getloadavg()), "results": []}
     for n in a.threads:
         m = Model(a.pb, intra=n, inter=1)
         r = {"threads": n}
@@ -556,6 +557,7 @@ def cmd_bench(a):
         m.sess.close()
     out["tensorflow_version"] = m.tf.__version__
     out["cpu_count"] = os.cpu_count()
+    out["loadavg_after"] = list(os.getloadavg())
     s = json.dumps(out, indent=2)
     print(s)
     if a.json:

@@ -376,6 +376,7 @@ mod tests {
     }
 
     impl Spec {
+        #[allow(clippy::too_many_arguments)]
         fn new(
             rng: &mut Rng,
             scope: &'static str,

@@ -468,10 +468,10 @@ fn fold_one(graph: &Graph<'_>, n: &NodeDef) -> Result<FoldedConv> {
             for y in 0..kh {
                 for x in 0..kw {
                     for i in 0..cin {
-                        for o in 0..cout {
+                        for (o, &s) in scale.iter().enumerate() {
                             let src = ((y * kw + x) * cin + i) * cout + o;
                             let dst = ((o * cin + i) * kh + y) * kw + x;
-                            o_w[dst] = (f64::from(w[src]) * scale[o]) as f32;
+                            o_w[dst] = (f64::from(w[src]) * s) as f32;
                         }
                     }
                 }

@@ -1,3 +1,6 @@
-//! Sequence sources for the harness: Cityscapes-style folders and plain image folders.
+//! Sequence sources for the harness: Cityscapes-style folders and plain image folders, ground
+//! truth from label maps, and metrics.
 
+pub mod groundtruth;
+pub mod metrics;
 pub mod source;
