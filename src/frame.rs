@@ -56,11 +56,25 @@ pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RgbFrame> {
     anyhow::ensure!(!bytes.is_empty(), "empty file");
     let format =
         image::guess_format(bytes).map_err(|_| anyhow::anyhow!("not a PNG or JPEG image"))?;
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        anyhow::bail!("corrupt Jpeg image: truncated (no end-of-image marker after the last scan)");
+    }
     let img = image::load_from_memory_with_format(bytes, format)
         .map_err(|e| anyhow::anyhow!("corrupt {format:?} image: {e}"))?;
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     RgbFrame::new(w, h, rgb.into_raw())
+}
+
+/// JPEG decoders fill a cut-off scan with grey instead of failing, so check the structure: the
+/// end-of-image marker (FF D9) must follow the last start-of-scan marker (FF DA). Inside scan
+/// data 0xFF is always byte-stuffed, so neither marker can appear there by accident.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod convert;
 pub mod detect;
+pub mod error;
 pub mod frame;
 pub mod runtime;
 pub mod sim;

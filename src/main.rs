@@ -8,8 +8,7 @@ fn main() {
     match pedcache::cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            // `{:#}` joins the context chain on one line: "loading x.pb: truncated ...".
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", pedcache::error::one_line(&e));
             std::process::exit(1);
         }
     }

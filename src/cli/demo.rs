@@ -57,7 +57,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
             Ok(f) => f,
             Err(e) => {
                 bad += 1;
-                eprintln!("bad frame: {e:#}");
+                eprintln!("bad frame: {}", crate::error::one_line(&e));
                 continue;
             }
         };

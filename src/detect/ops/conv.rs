@@ -168,8 +168,8 @@ impl Conv2d {
     pub fn new(spec: ConvSpec, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let (kh, kw) = spec.kernel;
         if spec.groups == 0
-            || spec.in_channels % spec.groups != 0
-            || spec.out_channels % spec.groups != 0
+            || !spec.in_channels.is_multiple_of(spec.groups)
+            || !spec.out_channels.is_multiple_of(spec.groups)
             || spec.stride == 0
             || spec.dilation == 0
             || kh == 0
@@ -342,9 +342,7 @@ fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 
 /// `out[m, n] = bias[m] + lhs[m, k] * rhs[k, n]`, all row-major and dense, then the activation.
 fn gemm_bias_act(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     lhs: &[f32],
     rhs: &[f32],
     bias: &[f32],
@@ -395,9 +393,7 @@ fn pointwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: 
     let plane = g.oh * g.ow;
     if s.stride == 1 {
         gemm_bias_act(
-            s.out_channels,
-            plane,
-            s.in_channels,
+            (s.out_channels, plane, s.in_channels),
             wt,
             x,
             b,
@@ -417,9 +413,7 @@ fn pointwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: 
         }
     });
     gemm_bias_act(
-        s.out_channels,
-        plane,
-        s.in_channels,
+        (s.out_channels, plane, s.in_channels),
         wt,
         &sub,
         b,
@@ -481,7 +475,7 @@ fn im2col_gemm(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out
         let wg = &wt[grp * cout_g * k..(grp + 1) * cout_g * k];
         let bg = &b[grp * cout_g..(grp + 1) * cout_g];
         let og = &mut out[grp * cout_g * plane..(grp + 1) * cout_g * plane];
-        gemm_bias_act(cout_g, plane, k, wg, &col, bg, s.activation, og);
+        gemm_bias_act((cout_g, plane, k), wg, &col, bg, s.activation, og);
     }
 }
 
