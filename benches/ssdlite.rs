@@ -20,7 +20,11 @@ fn frame(width: usize, height: usize) -> RgbFrame {
                     let k = (sy * f.width + sx) * 3;
                     [f.data[k], f.data[k + 1], f.data[k + 2]]
                 }
-                None => [(x * 7 % 251) as u8, (y * 3 % 241) as u8, ((x + y) % 256) as u8],
+                None => [
+                    (x * 7 % 251) as u8,
+                    (y * 3 % 241) as u8,
+                    ((x + y) % 256) as u8,
+                ],
             }
         })
         .collect();
@@ -39,11 +43,20 @@ fn bench(c: &mut Criterion) {
     let small = frame(300, 300);
     let street = frame(2048, 1024);
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
         let mut g = c.benchmark_group(format!("ssdlite_{threads}t"));
         g.sample_size(30);
         g.bench_function("300x300", |b| {
-            b.iter(|| pool.install(|| model.detect(&small, TileMode::Fixed(1), 0.3).expect("detect")))
+            b.iter(|| {
+                pool.install(|| {
+                    model
+                        .detect(&small, TileMode::Fixed(1), 0.3)
+                        .expect("detect")
+                })
+            })
         });
         g.bench_function("2048x1024_2tiles", |b| {
             b.iter(|| pool.install(|| model.detect(&street, TileMode::Auto, 0.3).expect("detect")))

@@ -5,6 +5,8 @@
 //! last stage. The cache engine stops between stages; `forward` is the same stages run back to
 //! back, so both paths give identical results.
 
+// Enabled once the torchvision ops land (ops::{anchors, interp, paste, roi_align, tv_boxes}).
+// pub mod maskrcnn;
 pub mod ops;
 pub mod ssdlite;
 pub mod weights;
@@ -28,6 +30,8 @@ pub struct Detection {
 
 /// A network that can be run one candidate layer at a time.
 pub trait Staged {
+    /// What the network starts from (a preprocessed batch, with its sizes where needed).
+    type Input;
     /// Intermediate state between stages (the activation plus anything later layers need).
     type State;
     /// What the network produces after the last stage, per batch item.
@@ -35,8 +39,8 @@ pub trait Staged {
 
     /// Names of the candidate cache layers, in network order; stage `i` ends at layer `i`.
     fn stage_names(&self) -> &[&'static str];
-    /// Begin from a preprocessed NCHW batch.
-    fn start(&self, input: &Tensor) -> Result<Self::State>;
+    /// Begin from a preprocessed batch.
+    fn start(&self, input: &Self::Input) -> Result<Self::State>;
     /// Run stage `i` (which must follow stage `i - 1`, or `start` for `i == 0`).
     fn run_stage(&self, i: usize, state: Self::State) -> Result<Self::State>;
     /// The candidate layer's activation held by a state, NCHW.
@@ -47,7 +51,7 @@ pub trait Staged {
     fn finish(&self, state: Self::State) -> Result<Vec<Self::Output>>;
 
     /// All stages then the rest: the plain forward.
-    fn forward_staged(&self, input: &Tensor) -> Result<Vec<Self::Output>> {
+    fn forward_staged(&self, input: &Self::Input) -> Result<Vec<Self::Output>> {
         let mut st = self.start(input)?;
         for i in 0..self.stage_names().len() {
             st = self.run_stage(i, st)?;

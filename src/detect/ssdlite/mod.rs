@@ -313,6 +313,7 @@ impl SsdLite {
 }
 
 impl Staged for SsdLite {
+    type Input = Tensor;
     type State = SsdState;
     type Output = TileDetections;
 

@@ -1,0 +1,198 @@
+//! Mask R-CNN ResNet50-FPN, torchvision-compatible (`maskrcnn_resnet50_fpn`, v1): loads
+//! torchvision's own weights (`.pth` or `.safetensors`, either key generation) and reproduces
+//! its inference: transform, ResNet body, FPN, RPN, RoI heads, mask head, paste into the image.
+//! Candidate cache layers are the body's `layer1..layer3` outputs.
+
+pub mod fpn;
+pub mod resnet;
+pub mod roi_heads;
+pub mod rpn;
+pub mod transform;
+pub mod weights;
+
+use crate::detect::ops::paste::paste_masks_in_image;
+use crate::detect::ops::tv_boxes::resize_boxes;
+use crate::detect::{Detection, Staged};
+use crate::frame::RgbFrame;
+use candle_core::{Device, Result, Tensor};
+use std::path::Path;
+pub use transform::{TransformConfig, Transformed};
+
+/// COCO category id of "person".
+pub const PERSON: u32 = 1;
+
+const STAGE_NAMES: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
+
+#[derive(Clone, Debug)]
+pub struct MaskRcnn {
+    pub arch: weights::Arch,
+    pub transform: TransformConfig,
+    body: resnet::ResNetBody,
+    fpn: fpn::Fpn,
+    pub rpn: rpn::Rpn,
+    pub roi_heads: roi_heads::RoiHeads,
+    device: Device,
+}
+
+/// Between stages: the current body activation, the finished layer outputs, and the sizes.
+#[derive(Clone, Debug)]
+pub struct RcnnState {
+    pub x: Tensor,
+    pub layers: Vec<Tensor>,
+    pub image_sizes: Vec<(usize, usize)>,
+    pub original_sizes: Vec<(usize, usize)>,
+}
+
+/// A pasted instance mask, cropped to where it is non-zero (for overlays).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MaskCrop {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+    /// `w * h` bytes, 1 where the pasted probability is > 0.5.
+    pub bits: Vec<u8>,
+}
+
+/// Everything the detector says about one image, in original-image pixels.
+#[derive(Clone, Debug, Default)]
+pub struct RcnnOutput {
+    /// Sorted by score, with `mask_area` set.
+    pub detections: Vec<Detection>,
+    /// Box predictor softmax of each detection's RoI (the cache teacher's target).
+    pub class_probs: Vec<Vec<f32>>,
+    pub masks: Vec<MaskCrop>,
+    /// RPN proposals in resized-image pixels (for parity tests and diagnostics).
+    pub proposals: Vec<[f32; 4]>,
+}
+
+impl MaskRcnn {
+    /// Load torchvision weights from a `.pth` or `.safetensors` file.
+    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
+        let sd = weights::read_state_dict(path)?;
+        let arch = weights::infer_arch(&sd).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        weights::check(&sd, &weights::expected_shapes(&arch)).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        let sd: std::collections::HashMap<String, Tensor> =
+            sd.into_iter().map(|(k, v)| Ok((k, v.to_device(device)?))).collect::<Result<_>>()?;
+        Self::from_state_dict(&sd, arch, device).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+    }
+
+    pub fn from_state_dict(sd: &std::collections::HashMap<String, Tensor>, arch: weights::Arch, device: &Device) -> Result<Self> {
+        let body = resnet::ResNetBody::load(sd, &arch)?;
+        let outs: Vec<usize> = arch.layers.iter().map(|l| l.2).collect();
+        let fpn = fpn::Fpn::load(sd, &outs, arch.fpn_channels)?;
+        let rpn = rpn::Rpn::load(sd, arch.fpn_channels, arch.anchors_per_cell)?;
+        let roi_heads = roi_heads::RoiHeads::load(sd, arch.fpn_channels, &arch.mask_layers, arch.mask_predictor_channels, arch.num_classes)?;
+        Ok(Self { arch, transform: TransformConfig::default(), body, fpn, rpn, roi_heads, device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Transform a batch of frames (same padded size for all).
+    pub fn preprocess(&self, frames: &[&RgbFrame]) -> Result<Transformed> {
+        transform::transform(&self.transform, frames, &self.device)
+    }
+
+    /// FPN levels '0'..'3', 'pool' from the four body layer outputs.
+    pub fn fpn(&self, layers: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.fpn.forward(layers)
+    }
+
+    /// Detect in frames; one output per frame.
+    pub fn detect(&self, frames: &[&RgbFrame]) -> Result<Vec<RcnnOutput>> {
+        self.forward_staged(&self.preprocess(frames)?)
+    }
+
+    /// Everything after the body, for one batch.
+    pub fn heads(&self, state: RcnnState) -> Result<Vec<RcnnOutput>> {
+        let levels = self.fpn(&state.layers)?;
+        let proposals = self.rpn.forward(&levels, &state.image_sizes)?;
+        let mut outs = Vec::with_capacity(proposals.len());
+        for (img, props) in proposals.into_iter().enumerate() {
+            let size = state.image_sizes[img];
+            let orig = state.original_sizes[img];
+            let dets = self.roi_heads.detect_boxes(&levels[..4], img, &props, size)?;
+            let masks = self.roi_heads.detect_masks(&levels[..4], img, &dets, size)?;
+            let boxes = resize_boxes(&dets.boxes, size, orig);
+            let mut out = RcnnOutput { proposals: props, class_probs: dets.class_probs.clone(), ..Default::default() };
+            for (i, b) in boxes.iter().enumerate() {
+                let pasted = paste_masks_in_image(&masks[i], 28, &[*b], orig.0, orig.1, 1);
+                let crop = crop_mask(&pasted, orig.0, orig.1);
+                out.detections.push(Detection {
+                    bbox: *b,
+                    label: dets.labels[i],
+                    score: dets.scores[i],
+                    mask_area: Some(crop.bits.iter().map(|&v| v as u64).sum()),
+                });
+                out.masks.push(crop);
+            }
+            outs.push(out);
+        }
+        Ok(outs)
+    }
+}
+
+/// The bounding window of the pixels > 0.5, as a bitmap.
+fn crop_mask(m: &[f32], h: usize, w: usize) -> MaskCrop {
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if m[y * w + x] > 0.5 {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+            }
+        }
+    }
+    if x1 <= x0 || y1 <= y0 {
+        return MaskCrop::default();
+    }
+    let mut bits = Vec::with_capacity((x1 - x0) * (y1 - y0));
+    for y in y0..y1 {
+        bits.extend(m[y * w + x0..y * w + x1].iter().map(|&v| u8::from(v > 0.5)));
+    }
+    MaskCrop { x: x0, y: y0, w: x1 - x0, h: y1 - y0, bits }
+}
+
+impl Staged for MaskRcnn {
+    type Input = Transformed;
+    type State = RcnnState;
+    type Output = RcnnOutput;
+
+    fn stage_names(&self) -> &[&'static str] {
+        &STAGE_NAMES
+    }
+
+    fn start(&self, input: &Transformed) -> Result<RcnnState> {
+        Ok(RcnnState {
+            x: self.body.stem(&input.batch)?,
+            layers: Vec::new(),
+            image_sizes: input.image_sizes.clone(),
+            original_sizes: input.original_sizes.clone(),
+        })
+    }
+
+    fn run_stage(&self, i: usize, mut state: RcnnState) -> Result<RcnnState> {
+        state.x = self.body.layer(i, &state.x)?;
+        state.layers.push(state.x.clone());
+        Ok(state)
+    }
+
+    fn activation<'a>(&self, state: &'a RcnnState) -> &'a Tensor {
+        &state.x
+    }
+
+    fn select(&self, state: &RcnnState, keep: &[usize]) -> Result<RcnnState> {
+        let idx = Tensor::from_vec(keep.iter().map(|&i| i as u32).collect::<Vec<_>>(), keep.len(), state.x.device())?;
+        Ok(RcnnState {
+            x: state.x.index_select(&idx, 0)?,
+            layers: state.layers.iter().map(|l| l.index_select(&idx, 0)).collect::<Result<_>>()?,
+            image_sizes: keep.iter().map(|&i| state.image_sizes[i]).collect(),
+            original_sizes: keep.iter().map(|&i| state.original_sizes[i]).collect(),
+        })
+    }
+
+    fn finish(&self, state: RcnnState) -> Result<Vec<RcnnOutput>> {
+        self.heads(state)
+    }
+}

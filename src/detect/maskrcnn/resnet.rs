@@ -1,0 +1,103 @@
+//! ResNet body (torchvision `resnet50` v1.5: the stride sits on the 3x3 conv), batch norm frozen
+//! and folded into the convs at load. Outputs of `layer1..layer4` feed the FPN.
+
+use super::weights::{fold_bn, Arch};
+use crate::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
+use candle_core::{Result, Tensor};
+use std::collections::HashMap;
+
+fn conv_bn(sd: &HashMap<String, Tensor>, conv: &str, bn: &str, spec: ConvSpec) -> Result<Conv2d> {
+    let (w, b) = fold_bn(sd, conv, bn)?;
+    Conv2d::new(spec, w, Some(b)).map_err(|e| candle_core::Error::Msg(format!("{conv}: {e}")))
+}
+
+/// conv1x1 -> conv3x3 (stride) -> conv1x1, plus the (projected) input, then ReLU.
+#[derive(Clone, Debug)]
+pub struct Bottleneck {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Conv2d,
+    downsample: Option<Conv2d>,
+}
+
+impl Bottleneck {
+    fn load(sd: &HashMap<String, Tensor>, p: &str, cin: usize, width: usize, out: usize, stride: usize, project: bool) -> Result<Self> {
+        let relu = Activation::Relu;
+        Ok(Self {
+            conv1: conv_bn(sd, &format!("{p}.conv1"), &format!("{p}.bn1"), ConvSpec::new(cin, width, 1).activation(relu))?,
+            conv2: conv_bn(
+                sd,
+                &format!("{p}.conv2"),
+                &format!("{p}.bn2"),
+                ConvSpec::new(width, width, 3).stride(stride).padding(Padding::symmetric(1)).activation(relu),
+            )?,
+            conv3: conv_bn(sd, &format!("{p}.conv3"), &format!("{p}.bn3"), ConvSpec::new(width, out, 1))?,
+            downsample: if project {
+                Some(conv_bn(
+                    sd,
+                    &format!("{p}.downsample.0"),
+                    &format!("{p}.downsample.1"),
+                    ConvSpec::new(cin, out, 1).stride(stride),
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv3.forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+/// Stem (7x7/2 conv, ReLU, 3x3/2 max pool) and four layers of bottlenecks.
+#[derive(Clone, Debug)]
+pub struct ResNetBody {
+    stem: Conv2d,
+    pub layers: Vec<Vec<Bottleneck>>,
+}
+
+impl ResNetBody {
+    pub fn load(sd: &HashMap<String, Tensor>, a: &Arch) -> Result<Self> {
+        let stem = conv_bn(
+            sd,
+            "backbone.body.conv1",
+            "backbone.body.bn1",
+            ConvSpec::new(3, a.stem_channels, 7).stride(2).padding(Padding::symmetric(3)).activation(Activation::Relu),
+        )?;
+        let mut cin = a.stem_channels;
+        let mut layers = Vec::new();
+        for (l, &(blocks, width, out)) in a.layers.iter().enumerate() {
+            let stride = if l == 0 { 1 } else { 2 };
+            let mut v = Vec::new();
+            for j in 0..blocks {
+                let p = format!("backbone.body.layer{}.{j}", l + 1);
+                let (bin, s) = if j == 0 { (cin, stride) } else { (out, 1) };
+                v.push(Bottleneck::load(sd, &p, bin, width, out, s, j == 0)?);
+            }
+            layers.push(v);
+            cin = out;
+        }
+        Ok(Self { stem, layers })
+    }
+
+    /// Stem: conv, ReLU, then 3x3 stride-2 max pool with 1 pixel of padding. The input to the
+    /// pool is post-ReLU (>= 0), so zero padding gives the same maxima as torch's -inf padding.
+    pub fn stem(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.stem.forward(x)?;
+        y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
+    }
+
+    pub fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.layers[i] {
+            x = b.forward(&x)?;
+        }
+        Ok(x)
+    }
+}
