@@ -31,7 +31,8 @@ impl Bottleneck {
                 &format!("{p}.bn2"),
                 ConvSpec::new(width, width, 3).stride(stride).padding(Padding::symmetric(1)).activation(relu),
             )?,
-            conv3: conv_bn(sd, &format!("{p}.conv3"), &format!("{p}.bn3"), ConvSpec::new(width, out, 1))?,
+            // The block's final ReLU comes after the residual add: fused into conv3's epilogue.
+            conv3: conv_bn(sd, &format!("{p}.conv3"), &format!("{p}.bn3"), ConvSpec::new(width, out, 1).activation(relu))?,
             downsample: if project {
                 Some(conv_bn(
                     sd,
@@ -46,12 +47,11 @@ impl Bottleneck {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv3.forward(&self.conv2.forward(&self.conv1.forward(x)?)?)?;
         let identity = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        self.conv3.forward_add(&self.conv2.forward(&self.conv1.forward(x)?)?, &identity)
     }
 }
 

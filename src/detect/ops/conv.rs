@@ -11,8 +11,8 @@
 //! activation runs on the rows while they are still in cache. On non-CPU devices the layer falls
 //! back to candle's own ops (padding applied explicitly, so TF "SAME" stays asymmetric).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use super::conv_kernels::{depthwise, gemm_conv, Epilogue, Geometry};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Activation applied after bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,17 +20,6 @@ pub enum Activation {
     None,
     Relu,
     Relu6,
-}
-
-impl Activation {
-    #[inline]
-    fn apply(self, row: &mut [f32]) {
-        match self {
-            Activation::None => {}
-            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        }
-    }
 }
 
 /// How a layer pads its input.
@@ -262,10 +251,26 @@ impl Conv2d {
         }
     }
 
-    fn run_cpu(&self, x: &[f32], n: usize, h: usize, w: usize) -> Result<(Vec<f32>, usize, usize)> {
+    fn run_cpu(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        residual: Option<&[f32]>,
+    ) -> Result<(Vec<f32>, usize, usize)> {
         let s = &self.spec;
         let (oh, ow, top, left) = s.geometry(h, w)?;
         let mut out = vec![0f32; n * s.out_channels * oh * ow];
+        if let Some(r) = residual {
+            if r.len() != out.len() {
+                candle_core::bail!(
+                    "residual holds {} values, conv output {}",
+                    r.len(),
+                    out.len()
+                );
+            }
+        }
         let in_img = s.in_channels * h * w;
         let out_img = s.out_channels * oh * ow;
         let g = Geometry {
@@ -277,17 +282,107 @@ impl Conv2d {
             left,
         };
         if s.groups == s.in_channels && s.groups == s.out_channels && s.groups > 1 {
-            depthwise(s, &g, &self.w, &self.b, x, &mut out);
-        } else if s.kernel == (1, 1) && top == 0 && left == 0 && s.groups == 1 {
-            for (xi, oi) in x.chunks_exact(in_img).zip(out.chunks_exact_mut(out_img)) {
-                pointwise(s, &g, &self.w, &self.b, xi, oi);
-            }
+            depthwise(
+                s,
+                &g,
+                &self.w,
+                &self.b,
+                x,
+                &mut out,
+                &Epilogue {
+                    act: s.activation,
+                    residual,
+                },
+            );
         } else {
-            for (xi, oi) in x.chunks_exact(in_img).zip(out.chunks_exact_mut(out_img)) {
-                im2col_gemm(s, &g, &self.w, &self.b, xi, oi);
+            for (i, (xi, oi)) in x
+                .chunks_exact(in_img)
+                .zip(out.chunks_exact_mut(out_img))
+                .enumerate()
+            {
+                let residual = residual.map(|r| &r[i * out_img..(i + 1) * out_img]);
+                gemm_conv(
+                    s,
+                    &g,
+                    &self.w,
+                    &self.b,
+                    xi,
+                    oi,
+                    &Epilogue {
+                        act: s.activation,
+                        residual,
+                    },
+                );
             }
         }
         Ok((out, oh, ow))
+    }
+
+    /// `act(conv(x) + residual)`: the residual add of a ResNet block fused into the epilogue.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            let r = residual.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            x.apply_op2_no_bwd(&r, &ResidualConv(self))
+        } else {
+            let plain = Conv2d {
+                spec: self.spec.activation(Activation::None),
+                ..self.clone()
+            };
+            let y = (plain.forward_candle(x)? + residual)?;
+            match self.spec.activation {
+                Activation::None => Ok(y),
+                Activation::Relu => y.relu(),
+                Activation::Relu6 => y.clamp(0f32, 6f32),
+            }
+        }
+    }
+}
+
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let data = match storage {
+        CpuStorage::F32(v) => v,
+        _ => candle_core::bail!("conv expects f32 input"),
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("conv expects a contiguous input");
+    };
+    Ok(&data[start..end])
+}
+
+/// The conv with a residual input, as a candle op.
+struct ResidualConv<'a>(&'a Conv2d);
+
+impl CustomOp2 for ResidualConv<'_> {
+    fn name(&self) -> &'static str {
+        "pedcache-conv2d-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let conv = self.0;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        if c != conv.spec.in_channels {
+            candle_core::bail!(
+                "conv expects {} input channels, got {c}",
+                conv.spec.in_channels
+            );
+        }
+        let (out, oh, ow) = conv.run_cpu(f32_slice(s1, l1)?, n, h, w, Some(f32_slice(s2, l2)?))?;
+        let shape = Shape::from((n, conv.spec.out_channels, oh, ow));
+        if l2.shape() != &shape {
+            candle_core::bail!(
+                "residual shape {:?} differs from conv output {:?}",
+                l2.shape(),
+                shape
+            );
+        }
+        Ok((CpuStorage::F32(out), shape))
     }
 }
 
@@ -297,13 +392,6 @@ impl CustomOp1 for Conv2d {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let data = match storage {
-            CpuStorage::F32(v) => v,
-            _ => candle_core::bail!("conv expects f32 input"),
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("conv expects a contiguous input");
-        };
         let (n, c, h, w) = layout.shape().dims4()?;
         if c != self.spec.in_channels {
             candle_core::bail!(
@@ -311,225 +399,12 @@ impl CustomOp1 for Conv2d {
                 self.spec.in_channels
             );
         }
-        let (out, oh, ow) = self.run_cpu(&data[start..end], n, h, w)?;
+        let (out, oh, ow) = self.run_cpu(f32_slice(storage, layout)?, n, h, w, None)?;
         Ok((
             CpuStorage::F32(out),
             Shape::from((n, self.spec.out_channels, oh, ow)),
         ))
     }
-}
-
-struct Geometry {
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-    top: usize,
-    left: usize,
-}
-
-/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
-const PARALLEL_GEMM_MIN_MACS: usize = 1 << 20;
-
-fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    let threads = crate::runtime::threads();
-    if threads > 1 && m * n * k >= PARALLEL_GEMM_MIN_MACS {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
-/// `out[m, n] = bias[m] + lhs[m, k] * rhs[k, n]`, all row-major and dense, then the activation.
-fn gemm_bias_act(
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    rhs: &[f32],
-    bias: &[f32],
-    act: Activation,
-    out: &mut [f32],
-) {
-    debug_assert!(
-        lhs.len() >= m * k && rhs.len() >= k * n && out.len() >= m * n && bias.len() >= m
-    );
-    for (row, &b) in out.chunks_exact_mut(n).zip(bias) {
-        row.fill(b);
-    }
-    // SAFETY: the slices are dense row-major matrices of the sizes checked above; `gemm` reads
-    // lhs/rhs and writes `out` through these strides only.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm_parallelism(m, n, k),
-        );
-    }
-    if act != Activation::None {
-        let rows_per_task = (m / (4 * crate::runtime::threads())).max(1);
-        out[..m * n]
-            .par_chunks_mut(n * rows_per_task)
-            .for_each(|rows| act.apply(rows));
-    }
-}
-
-/// 1x1 convolution without padding: a GEMM over the (possibly subsampled) input.
-fn pointwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
-    let plane = g.oh * g.ow;
-    if s.stride == 1 {
-        gemm_bias_act(
-            (s.out_channels, plane, s.in_channels),
-            wt,
-            x,
-            b,
-            s.activation,
-            out,
-        );
-        return;
-    }
-    let mut sub = vec![0f32; s.in_channels * plane];
-    sub.par_chunks_mut(plane).enumerate().for_each(|(c, dst)| {
-        let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        for oy in 0..g.oh {
-            let row = &src[oy * s.stride * g.w..];
-            for ox in 0..g.ow {
-                dst[oy * g.ow + ox] = row[ox * s.stride];
-            }
-        }
-    });
-    gemm_bias_act(
-        (s.out_channels, plane, s.in_channels),
-        wt,
-        &sub,
-        b,
-        s.activation,
-        out,
-    );
-}
-
-/// Range of output columns `o` for which `o * stride + off` lands inside `[0, len)`.
-#[inline]
-fn valid_range(off: isize, stride: usize, len: usize, out_len: usize) -> (usize, usize) {
-    let s = stride as isize;
-    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-    let hi = if (len as isize) - 1 - off < 0 {
-        0
-    } else {
-        ((len as isize) - 1 - off) / s + 1
-    };
-    let lo = lo.clamp(0, out_len as isize) as usize;
-    let hi = hi.clamp(0, out_len as isize) as usize;
-    (lo, hi.max(lo))
-}
-
-/// General convolution: im2col per group into `[k, oh*ow]`, then a GEMM with the group's filters.
-fn im2col_gemm(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
-    let (kh, kw) = s.kernel;
-    let cin_g = s.in_channels / s.groups;
-    let cout_g = s.out_channels / s.groups;
-    let k = cin_g * kh * kw;
-    let plane = g.oh * g.ow;
-    let mut col = vec![0f32; k * plane];
-    for grp in 0..s.groups {
-        col.par_chunks_mut(plane).enumerate().for_each(|(r, dst)| {
-            let c = grp * cin_g + r / (kh * kw);
-            let (i, j) = ((r % (kh * kw)) / kw, r % kw);
-            let src = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-            let off_x = (j * s.dilation) as isize - g.left as isize;
-            let (lo, hi) = valid_range(off_x, s.stride, g.w, g.ow);
-            for oy in 0..g.oh {
-                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                let iy = (oy * s.stride + i * s.dilation) as isize - g.top as isize;
-                if iy < 0 || iy >= g.h as isize || lo >= hi {
-                    drow.fill(0.0);
-                    continue;
-                }
-                let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-                drow[..lo].fill(0.0);
-                drow[hi..].fill(0.0);
-                if s.stride == 1 {
-                    let start = (lo as isize + off_x) as usize;
-                    drow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
-                } else {
-                    for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
-                        *d = srow[(((ox + lo) * s.stride) as isize + off_x) as usize];
-                    }
-                }
-            }
-        });
-        let wg = &wt[grp * cout_g * k..(grp + 1) * cout_g * k];
-        let bg = &b[grp * cout_g..(grp + 1) * cout_g];
-        let og = &mut out[grp * cout_g * plane..(grp + 1) * cout_g * plane];
-        gemm_bias_act((cout_g, plane, k), wg, &col, bg, s.activation, og);
-    }
-}
-
-/// Depthwise convolution, computed directly: each output row accumulates `kh * kw` shifted input
-/// rows (contiguous slices at stride 1, so the inner loop vectorises). Planes run in parallel.
-fn depthwise(s: &ConvSpec, g: &Geometry, wt: &[f32], b: &[f32], x: &[f32], out: &mut [f32]) {
-    let (kh, kw) = s.kernel;
-    let c = s.in_channels;
-    let in_plane = g.h * g.w;
-    let out_plane = g.oh * g.ow;
-    out.par_chunks_mut(out_plane)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let ch = p % c;
-            let src = &x[p * in_plane..(p + 1) * in_plane];
-            let filt = &wt[ch * kh * kw..(ch + 1) * kh * kw];
-            let taps: Vec<(isize, usize, usize)> = (0..kw)
-                .map(|j| {
-                    let off = (j * s.dilation) as isize - g.left as isize;
-                    let (lo, hi) = valid_range(off, s.stride, g.w, g.ow);
-                    (off, lo, hi)
-                })
-                .collect();
-            for oy in 0..g.oh {
-                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                drow.fill(b[ch]);
-                for i in 0..kh {
-                    let iy = (oy * s.stride + i * s.dilation) as isize - g.top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (j, &(off, lo, hi)) in taps.iter().enumerate() {
-                        let wv = filt[i * kw + j];
-                        if lo >= hi {
-                            continue;
-                        }
-                        if s.stride == 1 {
-                            let start = (lo as isize + off) as usize;
-                            for (d, v) in
-                                drow[lo..hi].iter_mut().zip(&srow[start..start + (hi - lo)])
-                            {
-                                *d += wv * v;
-                            }
-                        } else {
-                            for (o, d) in drow[lo..hi].iter_mut().enumerate() {
-                                *d += wv * srow[(((o + lo) * s.stride) as isize + off) as usize];
-                            }
-                        }
-                    }
-                }
-                s.activation.apply(drow);
-            }
-        });
 }
 
 #[cfg(test)]
@@ -627,6 +502,56 @@ mod tests {
                 w,
                 7,
             );
+        }
+    }
+
+    #[test]
+    fn fused_residual_matches_separate_add() {
+        for (spec, h, w) in [
+            (ConvSpec::new(16, 24, 1).activation(Activation::Relu), 9, 13),
+            (
+                ConvSpec::new(8, 8, 3)
+                    .padding(Padding::symmetric(1))
+                    .activation(Activation::Relu),
+                33,
+                7,
+            ),
+            (ConvSpec::new(12, 20, 1).stride(2), 17, 17),
+            (
+                ConvSpec::depthwise(10, 3)
+                    .padding(Padding::TfSame)
+                    .activation(Activation::Relu6),
+                11,
+                8,
+            ),
+        ] {
+            let (kh, kw) = spec.kernel;
+            let conv = Conv2d::new(
+                spec,
+                rand(
+                    &[spec.out_channels, spec.in_channels / spec.groups, kh, kw],
+                    5,
+                ),
+                Some(rand(&[spec.out_channels], 6)),
+            )
+            .unwrap();
+            let x = rand(&[2, spec.in_channels, h, w], 7);
+            let plain = Conv2d::new(
+                spec.activation(Activation::None),
+                conv.weight.clone(),
+                Some(conv.bias.clone()),
+            )
+            .unwrap();
+            let y0 = plain.forward_candle(&x).unwrap();
+            let r = rand(y0.dims(), 8);
+            let reference = (y0 + &r).unwrap();
+            let reference = match spec.activation {
+                Activation::None => reference,
+                Activation::Relu => reference.relu().unwrap(),
+                Activation::Relu6 => reference.clamp(0f32, 6f32).unwrap(),
+            };
+            let e = max_rel_err(&conv.forward_add(&x, &r).unwrap(), &reference);
+            assert!(e <= 1e-4, "{spec:?}: {e}");
         }
     }
 

@@ -1,6 +1,12 @@
 //! Ops shared by the detectors: fast convolutions, box coding, NMS, image resizing.
 
+pub mod anchors;
 pub mod boxes;
 pub mod conv;
+mod conv_kernels;
+pub mod interp;
 pub mod nms;
+pub mod paste;
 pub mod resize;
+pub mod roi_align;
+pub mod tv_boxes;

@@ -71,8 +71,12 @@ impl InvertedResidual {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let y = self.project.forward(&self.depthwise.forward(&expanded)?)?;
-        let y = if self.residual { (y + x)? } else { y };
+        let dw = self.depthwise.forward(&expanded)?;
+        let y = if self.residual {
+            self.project.forward_add(&dw, x)?
+        } else {
+            self.project.forward(&dw)?
+        };
         Ok((y, expanded))
     }
 

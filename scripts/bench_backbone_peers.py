@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Peer timings for the CPU conv-engine benchmark: the torchvision ResNet50 body
+(conv1+bn1+relu+maxpool, layer1..layer4 -- everything before avgpool/fc) at batch 1, timed in
+onnxruntime (CPUExecutionProvider, ORT_ENABLE_ALL, BN folded by ORT) and PyTorch eager
+(inference_mode, nothing folded).
+
+    python scripts/bench_backbone_peers.py --threads 1 2 --sizes 224x224 512x1024 --json OUT.json
+
+Python: a venv with torch==2.14.1 torchvision==0.29.1 onnxruntime onnx, e.g. the one made by
+scripts/make_peers_venv.sh (".venv-peers/bin/python").
+
+Per (size, threads, engine): 2 warm-up runs, then the median wall time of --iters runs (default 20
+at <= 224x224-sized inputs, 7 above). GFLOP of the body is counted analytically from the module
+(2 * Cout * Cin/groups * kh * kw * Hout * Wout per Conv2d, Hout/Wout from forward hooks; BN, ReLU,
+maxpool and the residual adds are not counted).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+
+
+def parse_size(s):
+    h, w = s.lower().split("x")
+    return int(h), int(w)
+
+
+class Body(nn.Module):
+    """ResNet50 up to (and including) layer4."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = m.layer1, m.layer2, m.layer3, m.layer4
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+
+def build_body():
+    torch.manual_seed(0)
+    m = torchvision.models.resnet50(weights=None)
+    # Default init leaves BN at mean 0 / var 1 / gamma 1 / beta 0 (and zero-inits nothing else here);
+    # give BN non-trivial deterministic statistics so folding actually changes the conv weights.
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            c = mod.num_features
+            mod.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            mod.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            mod.weight.data.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            mod.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
+    return Body(m).eval()
+
+
+def conv_gflop(body, h, w):
+    total = [0]
+
+    def hook(mod, inp, out):
+        _, cout, ho, wo = out.shape
+        kh, kw = mod.kernel_size
+        total[0] += 2 * cout * (mod.in_channels // mod.groups) * kh * kw * ho * wo
+
+    hs = [m.register_forward_hook(hook) for m in body.modules() if isinstance(m, nn.Conv2d)]
+    with torch.inference_mode():
+        out = body(torch.zeros(1, 3, h, w))
+    for hd in hs:
+        hd.remove()
+    return total[0] / 1e9, tuple(out.shape)
+
+
+def time_runs(fn, iters, warmup=2):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3, min(ts) * 1e3
+
+
+def export_onnx(body, h, w, path):
+    x = torch.randn(1, 3, h, w)
+    kw = dict(input_names=["input"], output_names=["features"], opset_version=17)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx.*|__main__")
+    try:
+        # Legacy TorchScript exporter: static shapes, no onnxscript dependency.
+        torch.onnx.export(body, (x,), path, dynamo=False, do_constant_folding=True, **kw)
+        return "torchscript"
+    except Exception as e:  # legacy exporter removed/broken: fall back to the dynamo exporter
+        print(f"[peers] legacy ONNX export failed ({type(e).__name__}: {e}); trying dynamo=True",
+              file=sys.stderr)
+        torch.onnx.export(body, (x,), path, dynamo=True, external_data=False, **kw)
+        return "dynamo"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--sizes", nargs="+", default=["224x224", "512x1024"])
+    ap.add_argument("--iters", type=int, default=None,
+                    help="timed runs per point (default 20 for <=224x224-sized inputs, 7 otherwise)")
+    ap.add_argument("--engines", nargs="+", default=["onnxruntime", "pytorch"],
+                    choices=["onnxruntime", "pytorch"])
+    ap.add_argument("--json", default=None, help="write results JSON here")
+    ap.add_argument("--check", action="store_true",
+                    help="compare onnxruntime and PyTorch outputs once per size (max abs/rel diff)")
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+
+    torch.set_num_interop_threads(1)
+    body = build_body()
+    loadavg_start = list(os.getloadavg())
+
+    gflop, results, exporters, checks = {}, [], {}, {}
+    tmpdir = tempfile.mkdtemp(prefix="bench_backbone_peers_")
+    for size in args.sizes:
+        h, w = parse_size(size)
+        iters = args.iters or (20 if h * w <= 224 * 224 else 7)
+        gf, out_shape = conv_gflop(body, h, w)
+        gflop[size] = gf
+        print(f"[peers] {size}: body conv GFLOP {gf:.3f}, output {out_shape}, iters {iters}", file=sys.stderr)
+
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(2))
+        xn = x.numpy()
+
+        sess_by_t = {}
+        if "onnxruntime" in args.engines:
+            path = os.path.join(tmpdir, f"resnet50_body_{h}x{w}.onnx")
+            exporters[size] = export_onnx(body, h, w, path)
+            for t in args.threads:
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = t
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                sess_by_t[t] = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+        if args.check and "onnxruntime" in args.engines:
+            torch.set_num_threads(max(args.threads))
+            with torch.inference_mode():
+                ref = body(x).numpy()
+            got = sess_by_t[max(args.threads)].run(None, {"input": xn})[0]
+            d = float(np.abs(got - ref).max())
+            checks[size] = {"max_abs_diff": d, "max_abs_ref": float(np.abs(ref).max())}
+            print(f"[peers] {size}: ort vs torch max|diff| {d:.3g} (max|ref| {np.abs(ref).max():.3g})",
+                  file=sys.stderr)
+
+        for t in args.threads:
+            for eng in args.engines:
+                if eng == "pytorch":
+                    torch.set_num_threads(t)
+
+                    def fn():
+                        with torch.inference_mode():
+                            body(x)
+                else:
+                    sess = sess_by_t[t]
+
+                    def fn():
+                        sess.run(None, {"input": xn})
+                la = os.getloadavg()[0]
+                med, best = time_runs(fn, iters)
+                r = {"engine": eng, "threads": t, "size": size, "median_ms": med, "min_ms": best,
+                     "iters": iters, "gflops_per_s": gf / (med / 1e3), "loadavg1_before": la}
+                results.append(r)
+                print(f"[peers] {size} t={t} {eng:11s} median {med:9.1f} ms  min {best:9.1f} ms  "
+                      f"{r['gflops_per_s']:6.1f} GFLOP/s  (load1 {la:.2f})", file=sys.stderr)
+
+    loadavg_end = list(os.getloadavg())
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "torch_mkldnn": torch.backends.mkldnn.is_available(),
+        "onnx_exporter": exporters,
+        "cpu": platform.processor() or platform.machine(),
+        "nproc": os.cpu_count(),
+    }
+    try:
+        import onnx
+        versions["onnx"] = onnx.__version__
+    except ImportError:
+        pass
+    out = {"gflop": gflop, "results": results, "loadavg": loadavg_end,
+           "loadavg_start": loadavg_start, "versions": versions}
+    if checks:
+        out["checks"] = checks
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+        print(f"[peers] wrote {args.json}", file=sys.stderr)
+
+    print("| size | GFLOP | threads | engine | median ms | min ms | GFLOP/s |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['size']} | {gflop[r['size']]:.2f} | {r['threads']} | {r['engine']} | "
+              f"{r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['gflops_per_s']:.1f} |")
+    print(f"\nloadavg start {', '.join(f'{v:.2f}' for v in loadavg_start)}; "
+          f"end {', '.join(f'{v:.2f}' for v in loadavg_end)}")
+
+
+if __name__ == "__main__":
+    main()
