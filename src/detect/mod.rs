@@ -5,8 +5,7 @@
 //! last stage. The cache engine stops between stages; `forward` is the same stages run back to
 //! back, so both paths give identical results.
 
-// Enabled once the torchvision ops land (ops::{anchors, interp, paste, roi_align, tv_boxes}).
-// pub mod maskrcnn;
+pub mod maskrcnn;
 pub mod ops;
 pub mod ssdlite;
 pub mod weights;

@@ -7,8 +7,16 @@ use candle_core::{Result, Tensor};
 use std::collections::HashMap;
 
 fn conv(sd: &HashMap<String, Tensor>, p: &str, spec: ConvSpec) -> Result<Conv2d> {
-    let get = |k: String| sd.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")));
-    Conv2d::new(spec, get(format!("{p}.weight"))?, Some(get(format!("{p}.bias"))?))
+    let get = |k: String| {
+        sd.get(&k)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
+    };
+    Conv2d::new(
+        spec,
+        get(format!("{p}.weight"))?,
+        Some(get(format!("{p}.bias"))?),
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -23,10 +31,13 @@ pub fn upsample_nearest(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let idx = |inn: usize, out: usize| -> Result<Tensor> {
         let scale = inn as f32 / out as f32;
-        let v: Vec<u32> = (0..out).map(|d| ((d as f32 * scale).floor() as usize).min(inn - 1) as u32).collect();
+        let v: Vec<u32> = (0..out)
+            .map(|d| ((d as f32 * scale).floor() as usize).min(inn - 1) as u32)
+            .collect();
         Tensor::from_vec(v, out, x.device())
     };
-    x.index_select(&idx(h, oh)?, 2)?.index_select(&idx(w, ow)?, 3)
+    x.index_select(&idx(h, oh)?, 2)?
+        .index_select(&idx(w, ow)?, 3)
 }
 
 impl Fpn {
@@ -34,7 +45,11 @@ impl Fpn {
         let mut inner = Vec::new();
         let mut layer = Vec::new();
         for (i, &cin) in in_channels.iter().enumerate() {
-            inner.push(conv(sd, &format!("backbone.fpn.inner_blocks.{i}.0"), ConvSpec::new(cin, c, 1))?);
+            inner.push(conv(
+                sd,
+                &format!("backbone.fpn.inner_blocks.{i}.0"),
+                ConvSpec::new(cin, c, 1),
+            )?);
             layer.push(conv(
                 sd,
                 &format!("backbone.fpn.layer_blocks.{i}.0"),
@@ -58,7 +73,13 @@ impl Fpn {
         // max_pool2d(kernel 1, stride 2): every other pixel.
         let top = &out[n - 1];
         let (_, _, h, w) = top.dims4()?;
-        let pick = |len: usize| Tensor::from_vec((0..len).step_by(2).map(|v| v as u32).collect::<Vec<_>>(), len.div_ceil(2), top.device());
+        let pick = |len: usize| {
+            Tensor::from_vec(
+                (0..len).step_by(2).map(|v| v as u32).collect::<Vec<_>>(),
+                len.div_ceil(2),
+                top.device(),
+            )
+        };
         let pool = top.index_select(&pick(h)?, 2)?.index_select(&pick(w)?, 3)?;
         out.push(pool);
         Ok(out)

@@ -7,10 +7,11 @@ pub mod fpn;
 pub mod resnet;
 pub mod roi_heads;
 pub mod rpn;
+pub mod standin;
 pub mod transform;
 pub mod weights;
 
-use crate::detect::ops::paste::paste_masks_in_image;
+use crate::detect::ops::paste::paste_window;
 use crate::detect::ops::tv_boxes::resize_boxes;
 use crate::detect::{Detection, Staged};
 use crate::frame::RgbFrame;
@@ -70,20 +71,43 @@ impl MaskRcnn {
     /// Load torchvision weights from a `.pth` or `.safetensors` file.
     pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
         let sd = weights::read_state_dict(path)?;
-        let arch = weights::infer_arch(&sd).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
-        weights::check(&sd, &weights::expected_shapes(&arch)).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
-        let sd: std::collections::HashMap<String, Tensor> =
-            sd.into_iter().map(|(k, v)| Ok((k, v.to_device(device)?))).collect::<Result<_>>()?;
-        Self::from_state_dict(&sd, arch, device).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+        let arch = weights::infer_arch(&sd)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        weights::check(&sd, &weights::expected_shapes(&arch))
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        let sd: std::collections::HashMap<String, Tensor> = sd
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(device)?)))
+            .collect::<Result<_>>()?;
+        Self::from_state_dict(&sd, arch, device)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
     }
 
-    pub fn from_state_dict(sd: &std::collections::HashMap<String, Tensor>, arch: weights::Arch, device: &Device) -> Result<Self> {
+    pub fn from_state_dict(
+        sd: &std::collections::HashMap<String, Tensor>,
+        arch: weights::Arch,
+        device: &Device,
+    ) -> Result<Self> {
         let body = resnet::ResNetBody::load(sd, &arch)?;
         let outs: Vec<usize> = arch.layers.iter().map(|l| l.2).collect();
         let fpn = fpn::Fpn::load(sd, &outs, arch.fpn_channels)?;
         let rpn = rpn::Rpn::load(sd, arch.fpn_channels, arch.anchors_per_cell)?;
-        let roi_heads = roi_heads::RoiHeads::load(sd, arch.fpn_channels, &arch.mask_layers, arch.mask_predictor_channels, arch.num_classes)?;
-        Ok(Self { arch, transform: TransformConfig::default(), body, fpn, rpn, roi_heads, device: device.clone() })
+        let roi_heads = roi_heads::RoiHeads::load(
+            sd,
+            arch.fpn_channels,
+            &arch.mask_layers,
+            arch.mask_predictor_channels,
+            arch.num_classes,
+        )?;
+        Ok(Self {
+            arch,
+            transform: TransformConfig::default(),
+            body,
+            fpn,
+            rpn,
+            roi_heads,
+            device: device.clone(),
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -113,13 +137,23 @@ impl MaskRcnn {
         for (img, props) in proposals.into_iter().enumerate() {
             let size = state.image_sizes[img];
             let orig = state.original_sizes[img];
-            let dets = self.roi_heads.detect_boxes(&levels[..4], img, &props, size)?;
-            let masks = self.roi_heads.detect_masks(&levels[..4], img, &dets, size)?;
-            let boxes = resize_boxes(&dets.boxes, size, orig);
-            let mut out = RcnnOutput { proposals: props, class_probs: dets.class_probs.clone(), ..Default::default() };
+            let dets = self
+                .roi_heads
+                .detect_boxes(&levels[..4], img, &props, size)?;
+            let masks = self
+                .roi_heads
+                .detect_masks(&levels[..4], img, &dets, size)?;
+            let mut boxes = dets.boxes.clone();
+            resize_boxes(&mut boxes, size, orig);
+            let mut out = RcnnOutput {
+                proposals: props,
+                class_probs: dets.class_probs.clone(),
+                ..Default::default()
+            };
             for (i, b) in boxes.iter().enumerate() {
-                let pasted = paste_masks_in_image(&masks[i], 28, &[*b], orig.0, orig.1, 1);
-                let crop = crop_mask(&pasted, orig.0, orig.1);
+                let crop = paste_window(&masks[i], 28, b, orig.0, orig.1, 1)
+                    .map(|w| crop_mask(&w))
+                    .unwrap_or_default();
                 out.detections.push(Detection {
                     bbox: *b,
                     label: dets.labels[i],
@@ -134,8 +168,10 @@ impl MaskRcnn {
     }
 }
 
-/// The bounding window of the pixels > 0.5, as a bitmap.
-fn crop_mask(m: &[f32], h: usize, w: usize) -> MaskCrop {
+/// The bounding window of a pasted mask's pixels > 0.5, as a bitmap.
+fn crop_mask(win: &crate::detect::ops::paste::Window) -> MaskCrop {
+    let (h, w) = (win.y1 - win.y0, win.x1 - win.x0);
+    let m = &win.values;
     let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
     for y in 0..h {
         for x in 0..w {
@@ -151,7 +187,13 @@ fn crop_mask(m: &[f32], h: usize, w: usize) -> MaskCrop {
     for y in y0..y1 {
         bits.extend(m[y * w + x0..y * w + x1].iter().map(|&v| u8::from(v > 0.5)));
     }
-    MaskCrop { x: x0, y: y0, w: x1 - x0, h: y1 - y0, bits }
+    MaskCrop {
+        x: win.x0 + x0,
+        y: win.y0 + y0,
+        w: x1 - x0,
+        h: y1 - y0,
+        bits,
+    }
 }
 
 impl Staged for MaskRcnn {
@@ -183,10 +225,18 @@ impl Staged for MaskRcnn {
     }
 
     fn select(&self, state: &RcnnState, keep: &[usize]) -> Result<RcnnState> {
-        let idx = Tensor::from_vec(keep.iter().map(|&i| i as u32).collect::<Vec<_>>(), keep.len(), state.x.device())?;
+        let idx = Tensor::from_vec(
+            keep.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            keep.len(),
+            state.x.device(),
+        )?;
         Ok(RcnnState {
             x: state.x.index_select(&idx, 0)?,
-            layers: state.layers.iter().map(|l| l.index_select(&idx, 0)).collect::<Result<_>>()?,
+            layers: state
+                .layers
+                .iter()
+                .map(|l| l.index_select(&idx, 0))
+                .collect::<Result<_>>()?,
             image_sizes: keep.iter().map(|&i| state.image_sizes[i]).collect(),
             original_sizes: keep.iter().map(|&i| state.original_sizes[i]).collect(),
         })

@@ -21,18 +21,39 @@ pub struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn load(sd: &HashMap<String, Tensor>, p: &str, cin: usize, width: usize, out: usize, stride: usize, project: bool) -> Result<Self> {
+    fn load(
+        sd: &HashMap<String, Tensor>,
+        p: &str,
+        cin: usize,
+        width: usize,
+        out: usize,
+        stride: usize,
+        project: bool,
+    ) -> Result<Self> {
         let relu = Activation::Relu;
         Ok(Self {
-            conv1: conv_bn(sd, &format!("{p}.conv1"), &format!("{p}.bn1"), ConvSpec::new(cin, width, 1).activation(relu))?,
+            conv1: conv_bn(
+                sd,
+                &format!("{p}.conv1"),
+                &format!("{p}.bn1"),
+                ConvSpec::new(cin, width, 1).activation(relu),
+            )?,
             conv2: conv_bn(
                 sd,
                 &format!("{p}.conv2"),
                 &format!("{p}.bn2"),
-                ConvSpec::new(width, width, 3).stride(stride).padding(Padding::symmetric(1)).activation(relu),
+                ConvSpec::new(width, width, 3)
+                    .stride(stride)
+                    .padding(Padding::symmetric(1))
+                    .activation(relu),
             )?,
             // The block's final ReLU comes after the residual add: fused into conv3's epilogue.
-            conv3: conv_bn(sd, &format!("{p}.conv3"), &format!("{p}.bn3"), ConvSpec::new(width, out, 1).activation(relu))?,
+            conv3: conv_bn(
+                sd,
+                &format!("{p}.conv3"),
+                &format!("{p}.bn3"),
+                ConvSpec::new(width, out, 1).activation(relu),
+            )?,
             downsample: if project {
                 Some(conv_bn(
                     sd,
@@ -51,7 +72,8 @@ impl Bottleneck {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        self.conv3.forward_add(&self.conv2.forward(&self.conv1.forward(x)?)?, &identity)
+        self.conv3
+            .forward_add(&self.conv2.forward(&self.conv1.forward(x)?)?, &identity)
     }
 }
 
@@ -68,7 +90,10 @@ impl ResNetBody {
             sd,
             "backbone.body.conv1",
             "backbone.body.bn1",
-            ConvSpec::new(3, a.stem_channels, 7).stride(2).padding(Padding::symmetric(3)).activation(Activation::Relu),
+            ConvSpec::new(3, a.stem_channels, 7)
+                .stride(2)
+                .padding(Padding::symmetric(3))
+                .activation(Activation::Relu),
         )?;
         let mut cin = a.stem_channels;
         let mut layers = Vec::new();
@@ -90,7 +115,9 @@ impl ResNetBody {
     /// pool is post-ReLU (>= 0), so zero padding gives the same maxima as torch's -inf padding.
     pub fn stem(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.stem.forward(x)?;
-        y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
+        y.pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)
     }
 
     pub fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {

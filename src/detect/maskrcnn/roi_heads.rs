@@ -4,7 +4,9 @@
 
 use crate::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
 use crate::detect::ops::roi_align::multiscale_roi_align;
-use crate::detect::ops::tv_boxes::{batched_nms, clip_to_image, decode, remove_small};
+use crate::detect::ops::tv_boxes::{
+    batched_nms, clip_to_image, decode, remove_small, ROI_HEADS_WEIGHTS,
+};
 use candle_core::{Result, Tensor, D};
 use std::collections::HashMap;
 
@@ -15,7 +17,7 @@ pub struct BoxConfig {
     pub nms_thresh: f32,
     pub detections_per_img: usize,
     pub min_size: f32,
-    pub weights: (f32, f32, f32, f32),
+    pub weights: [f32; 4],
     pub sampling_ratio: i32,
 }
 
@@ -26,7 +28,7 @@ impl Default for BoxConfig {
             nms_thresh: 0.5,
             detections_per_img: 100,
             min_size: 1e-2,
-            weights: (10.0, 10.0, 5.0, 5.0),
+            weights: ROI_HEADS_WEIGHTS,
             sampling_ratio: 2,
         }
     }
@@ -50,8 +52,15 @@ struct Linear {
 
 impl Linear {
     fn load(sd: &HashMap<String, Tensor>, p: &str) -> Result<Self> {
-        let get = |k: String| sd.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")));
-        Ok(Self { w: get(format!("{p}.weight"))?, b: get(format!("{p}.bias"))? })
+        let get = |k: String| {
+            sd.get(&k)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
+        };
+        Ok(Self {
+            w: get(format!("{p}.weight"))?,
+            b: get(format!("{p}.bias"))?,
+        })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
@@ -73,14 +82,30 @@ pub struct RoiHeads {
 }
 
 impl RoiHeads {
-    pub fn load(sd: &HashMap<String, Tensor>, c: usize, mask_layers: &[usize], mask_pred: usize, classes: usize) -> Result<Self> {
-        let get = |k: &str| sd.get(k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")));
+    pub fn load(
+        sd: &HashMap<String, Tensor>,
+        c: usize,
+        mask_layers: &[usize],
+        mask_pred: usize,
+        classes: usize,
+    ) -> Result<Self> {
+        let get = |k: &str| {
+            sd.get(k)
+                .cloned()
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
+        };
         let mut mask_convs = Vec::new();
         let mut cin = c;
         for (i, &w) in mask_layers.iter().enumerate() {
-            let spec = ConvSpec::new(cin, w, 3).padding(Padding::symmetric(1)).activation(Activation::Relu);
+            let spec = ConvSpec::new(cin, w, 3)
+                .padding(Padding::symmetric(1))
+                .activation(Activation::Relu);
             let p = format!("roi_heads.mask_head.{i}.0");
-            mask_convs.push(Conv2d::new(spec, get(&format!("{p}.weight"))?, Some(get(&format!("{p}.bias"))?))?);
+            mask_convs.push(Conv2d::new(
+                spec,
+                get(&format!("{p}.weight"))?,
+                Some(get(&format!("{p}.bias"))?),
+            )?);
             cin = w;
         }
         Ok(Self {
@@ -100,19 +125,42 @@ impl RoiHeads {
         })
     }
 
-    fn pool(levels: &[Tensor], img: usize, rois: &[[f32; 4]], out: usize, image_size: (usize, usize), sampling: i32) -> Result<Tensor> {
-        let maps: Vec<Tensor> = levels.iter().map(|l| l.get(img)?.contiguous()).collect::<Result<_>>()?;
-        let data: Vec<Vec<f32>> = maps.iter().map(|m| m.flatten_all()?.to_vec1()).collect::<Result<_>>()?;
-        let dims: Vec<(usize, usize, usize)> = maps.iter().map(|m| m.dims3()).collect::<Result<_>>()?;
-        let lv: Vec<(&[f32], usize, usize, usize)> =
-            data.iter().zip(&dims).map(|(d, &(c, h, w))| (d.as_slice(), c, h, w)).collect();
+    fn pool(
+        levels: &[Tensor],
+        img: usize,
+        rois: &[[f32; 4]],
+        out: usize,
+        image_size: (usize, usize),
+        sampling: i32,
+    ) -> Result<Tensor> {
+        let maps: Vec<Tensor> = levels
+            .iter()
+            .map(|l| l.get(img)?.contiguous())
+            .collect::<Result<_>>()?;
+        let data: Vec<Vec<f32>> = maps
+            .iter()
+            .map(|m| m.flatten_all()?.to_vec1())
+            .collect::<Result<_>>()?;
+        let dims: Vec<(usize, usize, usize)> =
+            maps.iter().map(|m| m.dims3()).collect::<Result<_>>()?;
+        let lv: Vec<(&[f32], usize, usize, usize)> = data
+            .iter()
+            .zip(&dims)
+            .map(|(d, &(c, h, w))| (d.as_slice(), c, h, w))
+            .collect();
         let c = dims[0].0;
         let v = multiscale_roi_align(&lv, image_size, rois, (out, out), sampling);
         Tensor::from_vec(v, (rois.len(), c, out, out), levels[0].device())
     }
 
     /// Box branch for image `img` of the batch. `levels` are the four FPN maps used for pooling.
-    pub fn detect_boxes(&self, levels: &[Tensor], img: usize, proposals: &[[f32; 4]], image_size: (usize, usize)) -> Result<BoxDetections> {
+    pub fn detect_boxes(
+        &self,
+        levels: &[Tensor],
+        img: usize,
+        proposals: &[[f32; 4]],
+        image_size: (usize, usize),
+    ) -> Result<BoxDetections> {
         let cfg = &self.config;
         if proposals.is_empty() {
             return Ok(BoxDetections::default());
@@ -120,15 +168,19 @@ impl RoiHeads {
         let x = Self::pool(levels, img, proposals, 7, image_size, cfg.sampling_ratio)?;
         let x = x.flatten_from(1)?;
         let x = self.fc7.forward(&self.fc6.forward(&x)?.relu()?)?.relu()?;
-        let probs: Vec<Vec<f32>> = candle_nn::ops::softmax(&self.cls_score.forward(&x)?, D::Minus1)?.to_vec2()?;
+        let probs: Vec<Vec<f32>> =
+            candle_nn::ops::softmax(&self.cls_score.forward(&x)?, D::Minus1)?.to_vec2()?;
         let deltas: Vec<Vec<f32>> = self.bbox_pred.forward(&x)?.to_vec2()?;
         let k = probs[0].len();
         let (ih, iw) = image_size;
-        let (mut boxes, mut scores, mut labels, mut src) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut boxes, mut scores, mut labels, mut src) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (r, p) in proposals.iter().enumerate() {
             for cls in 1..k {
                 let d = &deltas[r][cls * 4..cls * 4 + 4];
-                let b = clip_to_image(decode([d[0], d[1], d[2], d[3]], *p, cfg.weights), ih, iw);
+                let mut b = [decode([d[0], d[1], d[2], d[3]], *p, cfg.weights)];
+                clip_to_image(&mut b, ih, iw);
+                let b = b[0];
                 if probs[r][cls] > cfg.score_thresh {
                     boxes.push(b);
                     scores.push(probs[r][cls]);
@@ -147,7 +199,7 @@ impl RoiHeads {
             )
         };
         let (b2, s2, l2, r2) = pick(&small_ok);
-        let mut keep = batched_nms(&b2, &s2, &l2, cfg.nms_thresh);
+        let mut keep = batched_nms(&b2, &s2, &l2, cfg.nms_thresh as f64);
         keep.truncate(cfg.detections_per_img);
         Ok(BoxDetections {
             boxes: keep.iter().map(|&i| b2[i]).collect(),
@@ -158,15 +210,30 @@ impl RoiHeads {
     }
 
     /// Mask probabilities `[N, 28, 28]` for the detections' own classes.
-    pub fn detect_masks(&self, levels: &[Tensor], img: usize, dets: &BoxDetections, image_size: (usize, usize)) -> Result<Vec<Vec<f32>>> {
+    pub fn detect_masks(
+        &self,
+        levels: &[Tensor],
+        img: usize,
+        dets: &BoxDetections,
+        image_size: (usize, usize),
+    ) -> Result<Vec<Vec<f32>>> {
         if dets.boxes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut x = Self::pool(levels, img, &dets.boxes, 14, image_size, self.config.sampling_ratio)?;
+        let mut x = Self::pool(
+            levels,
+            img,
+            &dets.boxes,
+            14,
+            image_size,
+            self.config.sampling_ratio,
+        )?;
         for c in &self.mask_convs {
             x = c.forward(&x)?;
         }
-        let x = self.mask_logits.forward(&conv_transpose_2x2(&x, &self.deconv_w, &self.deconv_b)?.relu()?)?;
+        let x = self
+            .mask_logits
+            .forward(&conv_transpose_2x2(&x, &self.deconv_w, &self.deconv_b)?.relu()?)?;
         let (n, _, h, w) = x.dims4()?;
         let mut out = Vec::with_capacity(n);
         for (i, &label) in dets.labels.iter().enumerate() {
@@ -185,7 +252,10 @@ pub fn conv_transpose_2x2(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> 
     let cout = w.dim(1)?;
     let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * wd, cin))?;
     let y = rows.matmul(&w.reshape((cin, cout * 4))?)?; // [N*H*W, Cout*2*2]
-    let y = y.reshape((n, h, wd, cout, 2, 2))?.permute((0, 3, 1, 4, 2, 5))?.reshape((n, cout, 2 * h, 2 * wd))?;
+    let y = y
+        .reshape((n, h, wd, cout, 2, 2))?
+        .permute((0, 3, 1, 4, 2, 5))?
+        .reshape((n, cout, 2 * h, 2 * wd))?;
     y.broadcast_add(&b.reshape((1, cout, 1, 1))?)
 }
 
@@ -197,8 +267,18 @@ mod tests {
     #[test]
     fn transposed_conv_matches_candle() {
         let dev = Device::Cpu;
-        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &dev).unwrap().reshape((2, 3, 4, 5)).unwrap().affine(0.01, -0.3).unwrap();
-        let w = Tensor::arange(0f32, 3.0 * 6.0 * 4.0, &dev).unwrap().reshape((3, 6, 2, 2)).unwrap().cos().unwrap();
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 4, 5))
+            .unwrap()
+            .affine(0.01, -0.3)
+            .unwrap();
+        let w = Tensor::arange(0f32, 3.0 * 6.0 * 4.0, &dev)
+            .unwrap()
+            .reshape((3, 6, 2, 2))
+            .unwrap()
+            .cos()
+            .unwrap();
         let b = Tensor::arange(0f32, 6.0, &dev).unwrap().sin().unwrap();
         let ours = conv_transpose_2x2(&x, &w, &b).unwrap();
         let reference = x
@@ -206,7 +286,16 @@ mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, 6, 1, 1)).unwrap())
             .unwrap();
-        let e: f32 = (ours - reference).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let e: f32 = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(e < 1e-5, "{e}");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::detect::ops::anchors::AnchorGenerator;
 use crate::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
-use crate::detect::ops::tv_boxes::{batched_nms, clip_to_image, decode, remove_small};
+use crate::detect::ops::tv_boxes::{batched_nms, clip_to_image, decode, remove_small, RPN_WEIGHTS};
 use candle_core::{Result, Tensor};
 use std::collections::HashMap;
 
@@ -20,7 +20,13 @@ pub struct RpnConfig {
 impl Default for RpnConfig {
     /// torchvision's test-time settings.
     fn default() -> Self {
-        Self { pre_nms_top_n: 1000, post_nms_top_n: 1000, nms_thresh: 0.7, score_thresh: 0.0, min_size: 1e-3 }
+        Self {
+            pre_nms_top_n: 1000,
+            post_nms_top_n: 1000,
+            nms_thresh: 0.7,
+            score_thresh: 0.0,
+            min_size: 1e-3,
+        }
     }
 }
 
@@ -34,8 +40,16 @@ pub struct Rpn {
 }
 
 fn conv(sd: &HashMap<String, Tensor>, p: &str, spec: ConvSpec) -> Result<Conv2d> {
-    let get = |k: String| sd.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")));
-    Conv2d::new(spec, get(format!("{p}.weight"))?, Some(get(format!("{p}.bias"))?))
+    let get = |k: String| {
+        sd.get(&k)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
+    };
+    Conv2d::new(
+        spec,
+        get(format!("{p}.weight"))?,
+        Some(get(format!("{p}.bias"))?),
+    )
 }
 
 impl Rpn {
@@ -44,17 +58,31 @@ impl Rpn {
             conv: conv(
                 sd,
                 "rpn.head.conv.0.0",
-                ConvSpec::new(c, c, 3).padding(Padding::symmetric(1)).activation(Activation::Relu),
+                ConvSpec::new(c, c, 3)
+                    .padding(Padding::symmetric(1))
+                    .activation(Activation::Relu),
             )?,
-            cls_logits: conv(sd, "rpn.head.cls_logits", ConvSpec::new(c, anchors_per_cell, 1))?,
-            bbox_pred: conv(sd, "rpn.head.bbox_pred", ConvSpec::new(c, 4 * anchors_per_cell, 1))?,
+            cls_logits: conv(
+                sd,
+                "rpn.head.cls_logits",
+                ConvSpec::new(c, anchors_per_cell, 1),
+            )?,
+            bbox_pred: conv(
+                sd,
+                "rpn.head.bbox_pred",
+                ConvSpec::new(c, 4 * anchors_per_cell, 1),
+            )?,
             anchors: AnchorGenerator::maskrcnn_default(),
             config: RpnConfig::default(),
         })
     }
 
     /// Proposals `[x1, y1, x2, y2]` in resized-image pixels, per image, best first.
-    pub fn forward(&self, levels: &[Tensor], image_sizes: &[(usize, usize)]) -> Result<Vec<Vec<[f32; 4]>>> {
+    pub fn forward(
+        &self,
+        levels: &[Tensor],
+        image_sizes: &[(usize, usize)],
+    ) -> Result<Vec<Vec<[f32; 4]>>> {
         let (b, _, hp, wp) = levels[0].dims4()?;
         // Padded input size: the finest level is 1/4 of it.
         let (pad_h, pad_w) = (hp * 4, wp * 4);
@@ -66,7 +94,10 @@ impl Rpn {
             let obj = self.cls_logits.forward(&t)?;
             let deltas = self.bbox_pred.forward(&t)?;
             let (_, a, h, w) = obj.dims4()?;
-            let obj: Vec<Vec<f32>> = obj.permute((0, 2, 3, 1))?.reshape((b, h * w * a))?.to_vec2()?;
+            let obj: Vec<Vec<f32>> = obj
+                .permute((0, 2, 3, 1))?
+                .reshape((b, h * w * a))?
+                .to_vec2()?;
             let deltas: Vec<Vec<f32>> = deltas
                 .reshape((b, a, 4, h, w))?
                 .permute((0, 3, 4, 1, 2))?
@@ -80,7 +111,7 @@ impl Rpn {
                 order.truncate(cfg.pre_nms_top_n.min(o.len()));
                 for i in order {
                     let d = &deltas[img][i * 4..i * 4 + 4];
-                    let bx = decode([d[0], d[1], d[2], d[3]], anchors[i], (1.0, 1.0, 1.0, 1.0));
+                    let bx = decode([d[0], d[1], d[2], d[3]], anchors[i], RPN_WEIGHTS);
                     cand.push((bx, o[i], lvl));
                 }
             }
@@ -88,7 +119,8 @@ impl Rpn {
         let mut out = Vec::with_capacity(b);
         for (img, cand) in cands.into_iter().enumerate() {
             let (ih, iw) = image_sizes[img];
-            let boxes: Vec<[f32; 4]> = cand.iter().map(|c| clip_to_image(c.0, ih, iw)).collect();
+            let mut boxes: Vec<[f32; 4]> = cand.iter().map(|c| c.0).collect();
+            clip_to_image(&mut boxes, ih, iw);
             let scores: Vec<f32> = cand.iter().map(|c| 1.0 / (1.0 + (-c.1).exp())).collect();
             let levels: Vec<usize> = cand.iter().map(|c| c.2).collect();
             let keep: Vec<usize> = remove_small(&boxes, cfg.min_size)
@@ -98,7 +130,7 @@ impl Rpn {
             let kb: Vec<[f32; 4]> = keep.iter().map(|&i| boxes[i]).collect();
             let ks: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
             let kl: Vec<usize> = keep.iter().map(|&i| levels[i]).collect();
-            let mut sel = batched_nms(&kb, &ks, &kl, cfg.nms_thresh);
+            let mut sel = batched_nms(&kb, &ks, &kl, cfg.nms_thresh as f64);
             sel.truncate(cfg.post_nms_top_n);
             out.push(sel.into_iter().map(|i| kb[i]).collect());
         }

@@ -41,7 +41,11 @@ pub struct Transformed {
 impl Transformed {
     /// Keep only the given batch items (the padded size stays the batch's).
     pub fn select(&self, keep: &[usize]) -> Result<Self> {
-        let idx = Tensor::from_vec(keep.iter().map(|&i| i as u32).collect::<Vec<_>>(), keep.len(), self.batch.device())?;
+        let idx = Tensor::from_vec(
+            keep.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            keep.len(),
+            self.batch.device(),
+        )?;
         Ok(Self {
             batch: self.batch.index_select(&idx, 0)?,
             image_sizes: keep.iter().map(|&i| self.image_sizes[i]).collect(),
@@ -65,8 +69,13 @@ pub fn normalise_resize(cfg: &TransformConfig, f: &RgbFrame) -> (Vec<f32>, usize
     (resize_bilinear_chw(&chw, 3, h, w, oh, ow), oh, ow)
 }
 
-pub fn transform(cfg: &TransformConfig, frames: &[&RgbFrame], device: &Device) -> Result<Transformed> {
-    let resized: Vec<(Vec<f32>, usize, usize)> = frames.iter().map(|f| normalise_resize(cfg, f)).collect();
+pub fn transform(
+    cfg: &TransformConfig,
+    frames: &[&RgbFrame],
+    device: &Device,
+) -> Result<Transformed> {
+    let resized: Vec<(Vec<f32>, usize, usize)> =
+        frames.iter().map(|f| normalise_resize(cfg, f)).collect();
     let d = cfg.size_divisible;
     let hp = resized.iter().map(|r| r.1).max().unwrap_or(0).div_ceil(d) * d;
     let wp = resized.iter().map(|r| r.2).max().unwrap_or(0).div_ceil(d) * d;

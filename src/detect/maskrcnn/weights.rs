@@ -12,8 +12,9 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// FrozenBatchNorm2d's epsilon in torchvision.
-pub const BN_EPS: f64 = 1e-5;
+/// FrozenBatchNorm2d's epsilon as torchvision runs the COCO_V1 model: `maskrcnn_resnet50_fpn`
+/// calls `overwrite_eps(model, 0.0)` after loading those weights (the module default is 1e-5).
+pub const BN_EPS: f64 = 0.0;
 
 /// Shapes that define the network, read from the weights.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,7 +56,10 @@ pub fn normalise_key(k: &str) -> Option<String> {
     if let Some(rest) = k.strip_prefix("roi_heads.mask_head.mask_fcn") {
         if let Some((n, tail)) = rest.split_once('.') {
             if let Ok(n) = n.parse::<usize>() {
-                return Some(format!("roi_heads.mask_head.{}.0.{tail}", n.saturating_sub(1)));
+                return Some(format!(
+                    "roi_heads.mask_head.{}.0.{tail}",
+                    n.saturating_sub(1)
+                ));
             }
         }
     }
@@ -70,10 +74,15 @@ pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| ctx(&e))?;
         let n = f.read(&mut head).map_err(|e| ctx(&e))?;
-        anyhow::ensure!(n == 4, "loading {}: file too short ({n} bytes)", path.display());
+        anyhow::ensure!(
+            n == 4,
+            "loading {}: file too short ({n} bytes)",
+            path.display()
+        );
     }
     let raw: Vec<(String, Tensor)> = if &head == b"PK\x03\x04" {
-        candle_core::pickle::read_all(path).map_err(|e| ctx(&format!("not a readable torch .pth (zip pickle): {e}")))?
+        candle_core::pickle::read_all(path)
+            .map_err(|e| ctx(&format!("not a readable torch .pth (zip pickle): {e}")))?
     } else {
         let bytes = std::fs::read(path).map_err(|e| ctx(&e))?;
         candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
@@ -81,22 +90,42 @@ pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
             .into_iter()
             .collect()
     };
-    anyhow::ensure!(!raw.is_empty(), "loading {}: no tensors in file", path.display());
+    anyhow::ensure!(
+        !raw.is_empty(),
+        "loading {}: no tensors in file",
+        path.display()
+    );
     let mut out = HashMap::new();
     for (k, t) in raw {
-        let Some(name) = normalise_key(&k) else { continue };
-        let t = t.to_dtype(DType::F32).map_err(|e| ctx(&format!("{k}: {e}")))?;
-        let finite = t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map(|v| v.iter().all(|x| x.is_finite()));
-        anyhow::ensure!(finite.unwrap_or(false), "loading {}: tensor {k} holds NaN or infinite values", path.display());
+        let Some(name) = normalise_key(&k) else {
+            continue;
+        };
+        let t = t
+            .to_dtype(DType::F32)
+            .map_err(|e| ctx(&format!("{k}: {e}")))?;
+        let finite = t
+            .flatten_all()
+            .and_then(|f| f.to_vec1::<f32>())
+            .map(|v| v.iter().all(|x| x.is_finite()));
+        anyhow::ensure!(
+            finite.unwrap_or(false),
+            "loading {}: tensor {k} holds NaN or infinite values",
+            path.display()
+        );
         if out.insert(name.clone(), t).is_some() {
-            anyhow::bail!("loading {}: tensor {name} appears twice (old and new key names mixed)", path.display());
+            anyhow::bail!(
+                "loading {}: tensor {name} appears twice (old and new key names mixed)",
+                path.display()
+            );
         }
     }
     Ok(out)
 }
 
 fn dims(sd: &HashMap<String, Tensor>, k: &str) -> anyhow::Result<Vec<usize>> {
-    sd.get(k).map(|t| t.dims().to_vec()).ok_or_else(|| anyhow::anyhow!("missing tensor {k}"))
+    sd.get(k)
+        .map(|t| t.dims().to_vec())
+        .ok_or_else(|| anyhow::anyhow!("missing tensor {k}"))
 }
 
 /// Read the architecture off the shapes of a few defining tensors.
@@ -105,7 +134,9 @@ pub fn infer_arch(sd: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
     let mut layers = [(0, 0, 0); 4];
     for (l, slot) in layers.iter_mut().enumerate() {
         let p = format!("backbone.body.layer{}", l + 1);
-        let blocks = (0..).take_while(|j| sd.contains_key(&format!("{p}.{j}.conv1.weight"))).count();
+        let blocks = (0..)
+            .take_while(|j| sd.contains_key(&format!("{p}.{j}.conv1.weight")))
+            .count();
         anyhow::ensure!(blocks > 0, "missing tensor {p}.0.conv1.weight");
         let width = dims(sd, &format!("{p}.0.conv1.weight"))?[0];
         let out = dims(sd, &format!("{p}.0.conv3.weight"))?[0];
@@ -116,9 +147,15 @@ pub fn infer_arch(sd: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
     let representation = dims(sd, "roi_heads.box_head.fc6.weight")?[0];
     let num_classes = dims(sd, "roi_heads.box_predictor.cls_score.weight")?[0];
     let mask_layers: Vec<usize> = (0..)
-        .map_while(|i| sd.get(&format!("roi_heads.mask_head.{i}.0.weight")).map(|t| t.dims()[0]))
+        .map_while(|i| {
+            sd.get(&format!("roi_heads.mask_head.{i}.0.weight"))
+                .map(|t| t.dims()[0])
+        })
         .collect();
-    anyhow::ensure!(!mask_layers.is_empty(), "missing tensor roi_heads.mask_head.0.0.weight");
+    anyhow::ensure!(
+        !mask_layers.is_empty(),
+        "missing tensor roi_heads.mask_head.0.0.weight"
+    );
     let mask_predictor_channels = dims(sd, "roi_heads.mask_predictor.conv5_mask.weight")?[1];
     Ok(Arch {
         stem_channels: stem,
@@ -141,7 +178,10 @@ fn bn(out: &mut BTreeMap<String, Vec<usize>>, p: &str, c: usize) {
 /// Every tensor the network needs, with its shape (new key names).
 pub fn expected_shapes(a: &Arch) -> BTreeMap<String, Vec<usize>> {
     let mut m = BTreeMap::new();
-    m.insert("backbone.body.conv1.weight".into(), vec![a.stem_channels, 3, 7, 7]);
+    m.insert(
+        "backbone.body.conv1.weight".into(),
+        vec![a.stem_channels, 3, 7, 7],
+    );
     bn(&mut m, "backbone.body.bn1", a.stem_channels);
     let mut cin = a.stem_channels;
     for (l, &(blocks, width, out)) in a.layers.iter().enumerate() {
@@ -163,9 +203,15 @@ pub fn expected_shapes(a: &Arch) -> BTreeMap<String, Vec<usize>> {
     }
     let c = a.fpn_channels;
     for (i, &(_, _, out)) in a.layers.iter().enumerate() {
-        m.insert(format!("backbone.fpn.inner_blocks.{i}.0.weight"), vec![c, out, 1, 1]);
+        m.insert(
+            format!("backbone.fpn.inner_blocks.{i}.0.weight"),
+            vec![c, out, 1, 1],
+        );
         m.insert(format!("backbone.fpn.inner_blocks.{i}.0.bias"), vec![c]);
-        m.insert(format!("backbone.fpn.layer_blocks.{i}.0.weight"), vec![c, c, 3, 3]);
+        m.insert(
+            format!("backbone.fpn.layer_blocks.{i}.0.weight"),
+            vec![c, c, 3, 3],
+        );
         m.insert(format!("backbone.fpn.layer_blocks.{i}.0.bias"), vec![c]);
     }
     let na = a.anchors_per_cell;
@@ -181,29 +227,58 @@ pub fn expected_shapes(a: &Arch) -> BTreeMap<String, Vec<usize>> {
     m.insert("roi_heads.box_head.fc6.bias".into(), vec![r]);
     m.insert("roi_heads.box_head.fc7.weight".into(), vec![r, r]);
     m.insert("roi_heads.box_head.fc7.bias".into(), vec![r]);
-    m.insert("roi_heads.box_predictor.cls_score.weight".into(), vec![k, r]);
+    m.insert(
+        "roi_heads.box_predictor.cls_score.weight".into(),
+        vec![k, r],
+    );
     m.insert("roi_heads.box_predictor.cls_score.bias".into(), vec![k]);
-    m.insert("roi_heads.box_predictor.bbox_pred.weight".into(), vec![4 * k, r]);
+    m.insert(
+        "roi_heads.box_predictor.bbox_pred.weight".into(),
+        vec![4 * k, r],
+    );
     m.insert("roi_heads.box_predictor.bbox_pred.bias".into(), vec![4 * k]);
     let mut cin = c;
     for (i, &w) in a.mask_layers.iter().enumerate() {
-        m.insert(format!("roi_heads.mask_head.{i}.0.weight"), vec![w, cin, 3, 3]);
+        m.insert(
+            format!("roi_heads.mask_head.{i}.0.weight"),
+            vec![w, cin, 3, 3],
+        );
         m.insert(format!("roi_heads.mask_head.{i}.0.bias"), vec![w]);
         cin = w;
     }
     let mp = a.mask_predictor_channels;
     // ConvTranspose2d weights are [in, out, kh, kw].
-    m.insert("roi_heads.mask_predictor.conv5_mask.weight".into(), vec![cin, mp, 2, 2]);
+    m.insert(
+        "roi_heads.mask_predictor.conv5_mask.weight".into(),
+        vec![cin, mp, 2, 2],
+    );
     m.insert("roi_heads.mask_predictor.conv5_mask.bias".into(), vec![mp]);
-    m.insert("roi_heads.mask_predictor.mask_fcn_logits.weight".into(), vec![k, mp, 1, 1]);
-    m.insert("roi_heads.mask_predictor.mask_fcn_logits.bias".into(), vec![k]);
+    m.insert(
+        "roi_heads.mask_predictor.mask_fcn_logits.weight".into(),
+        vec![k, mp, 1, 1],
+    );
+    m.insert(
+        "roi_heads.mask_predictor.mask_fcn_logits.bias".into(),
+        vec![k],
+    );
     m
 }
 
 /// Missing, unexpected and mis-shaped tensors, all named in one message.
-pub fn check(sd: &HashMap<String, Tensor>, expected: &BTreeMap<String, Vec<usize>>) -> Result<(), String> {
-    let missing: Vec<&str> = expected.keys().filter(|k| !sd.contains_key(*k)).map(String::as_str).collect();
-    let mut unexpected: Vec<&str> = sd.keys().filter(|k| !expected.contains_key(*k)).map(String::as_str).collect();
+pub fn check(
+    sd: &HashMap<String, Tensor>,
+    expected: &BTreeMap<String, Vec<usize>>,
+) -> Result<(), String> {
+    let missing: Vec<&str> = expected
+        .keys()
+        .filter(|k| !sd.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let mut unexpected: Vec<&str> = sd
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .map(String::as_str)
+        .collect();
     unexpected.sort();
     let misshaped: Vec<String> = expected
         .iter()
@@ -215,7 +290,11 @@ pub fn check(sd: &HashMap<String, Tensor>, expected: &BTreeMap<String, Vec<usize
     let mut parts = Vec::new();
     let list = |v: &[&str]| {
         let shown: Vec<&str> = v.iter().take(8).copied().collect();
-        let more = if v.len() > 8 { format!(" and {} more", v.len() - 8) } else { String::new() };
+        let more = if v.len() > 8 {
+            format!(" and {} more", v.len() - 8)
+        } else {
+            String::new()
+        };
         format!("{}{more}", shown.join(", "))
     };
     if !missing.is_empty() {
@@ -236,9 +315,15 @@ pub fn check(sd: &HashMap<String, Tensor>, expected: &BTreeMap<String, Vec<usize
 }
 
 /// A conv weight with its FrozenBatchNorm folded in: returns (weight, bias).
-pub fn fold_bn(sd: &HashMap<String, Tensor>, conv: &str, bn: &str) -> candle_core::Result<(Tensor, Tensor)> {
+pub fn fold_bn(
+    sd: &HashMap<String, Tensor>,
+    conv: &str,
+    bn: &str,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let get = |k: String| {
-        sd.get(&k).cloned().ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
+        sd.get(&k)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
     };
     let w = get(format!("{conv}.weight"))?;
     let gamma = get(format!("{bn}.weight"))?.to_dtype(DType::F64)?;
@@ -249,7 +334,9 @@ pub fn fold_bn(sd: &HashMap<String, Tensor>, conv: &str, bn: &str) -> candle_cor
     let scale = (gamma * (var + BN_EPS)?.sqrt()?.recip()?)?;
     let bias = (beta - (mean * &scale)?)?;
     let c = w.dim(0)?;
-    let w = w.to_dtype(DType::F64)?.broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
+    let w = w
+        .to_dtype(DType::F64)?
+        .broadcast_mul(&scale.reshape((c, 1, 1, 1))?)?;
     Ok((w.to_dtype(DType::F32)?, bias.to_dtype(DType::F32)?))
 }
 
@@ -260,15 +347,33 @@ mod tests {
     #[test]
     fn old_keys_map_to_new() {
         let cases = [
-            ("backbone.fpn.inner_blocks.0.weight", "backbone.fpn.inner_blocks.0.0.weight"),
-            ("backbone.fpn.layer_blocks.3.bias", "backbone.fpn.layer_blocks.3.0.bias"),
+            (
+                "backbone.fpn.inner_blocks.0.weight",
+                "backbone.fpn.inner_blocks.0.0.weight",
+            ),
+            (
+                "backbone.fpn.layer_blocks.3.bias",
+                "backbone.fpn.layer_blocks.3.0.bias",
+            ),
             ("rpn.head.conv.weight", "rpn.head.conv.0.0.weight"),
-            ("roi_heads.mask_head.mask_fcn1.weight", "roi_heads.mask_head.0.0.weight"),
-            ("roi_heads.mask_head.mask_fcn4.bias", "roi_heads.mask_head.3.0.bias"),
+            (
+                "roi_heads.mask_head.mask_fcn1.weight",
+                "roi_heads.mask_head.0.0.weight",
+            ),
+            (
+                "roi_heads.mask_head.mask_fcn4.bias",
+                "roi_heads.mask_head.3.0.bias",
+            ),
             // New names and everything else pass through.
-            ("backbone.fpn.inner_blocks.0.0.weight", "backbone.fpn.inner_blocks.0.0.weight"),
+            (
+                "backbone.fpn.inner_blocks.0.0.weight",
+                "backbone.fpn.inner_blocks.0.0.weight",
+            ),
             ("rpn.head.conv.0.0.weight", "rpn.head.conv.0.0.weight"),
-            ("backbone.body.layer1.0.conv1.weight", "backbone.body.layer1.0.conv1.weight"),
+            (
+                "backbone.body.layer1.0.conv1.weight",
+                "backbone.body.layer1.0.conv1.weight",
+            ),
         ];
         for (old, new) in cases {
             assert_eq!(normalise_key(old).as_deref(), Some(new), "{old}");
@@ -282,10 +387,22 @@ mod tests {
         let mut sd = HashMap::new();
         let w = Tensor::new(&[[[[1.0f32]], [[2.0]]], [[[3.0]], [[-1.0]]]], &dev).unwrap(); // [2,2,1,1]
         sd.insert("c.weight".to_string(), w);
-        sd.insert("b.weight".to_string(), Tensor::new(&[2.0f32, 0.5], &dev).unwrap());
-        sd.insert("b.bias".to_string(), Tensor::new(&[0.1f32, -0.2], &dev).unwrap());
-        sd.insert("b.running_mean".to_string(), Tensor::new(&[1.0f32, 3.0], &dev).unwrap());
-        sd.insert("b.running_var".to_string(), Tensor::new(&[4.0f32, 0.25], &dev).unwrap());
+        sd.insert(
+            "b.weight".to_string(),
+            Tensor::new(&[2.0f32, 0.5], &dev).unwrap(),
+        );
+        sd.insert(
+            "b.bias".to_string(),
+            Tensor::new(&[0.1f32, -0.2], &dev).unwrap(),
+        );
+        sd.insert(
+            "b.running_mean".to_string(),
+            Tensor::new(&[1.0f32, 3.0], &dev).unwrap(),
+        );
+        sd.insert(
+            "b.running_var".to_string(),
+            Tensor::new(&[4.0f32, 0.25], &dev).unwrap(),
+        );
         let (fw, fb) = fold_bn(&sd, "c", "b").unwrap();
         // x = [1, 1]: conv gives [3, 2]; BN: (3-1)/sqrt(4+eps)*2+0.1, (2-3)/sqrt(.25+eps)*.5-.2.
         let x = Tensor::new(&[[[[1.0f32]], [[1.0]]]], &dev).unwrap();
@@ -293,6 +410,9 @@ mod tests {
         let y: Vec<f32> = (y + fb).unwrap().to_vec1().unwrap();
         let e0 = (3.0 - 1.0) / (4.0f64 + BN_EPS).sqrt() * 2.0 + 0.1;
         let e1 = (2.0 - 3.0) / (0.25f64 + BN_EPS).sqrt() * 0.5 - 0.2;
-        assert!((y[0] as f64 - e0).abs() < 1e-5 && (y[1] as f64 - e1).abs() < 1e-5, "{y:?}");
+        assert!(
+            (y[0] as f64 - e0).abs() < 1e-5 && (y[1] as f64 - e1).abs() < 1e-5,
+            "{y:?}"
+        );
     }
 }

@@ -44,6 +44,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Through a method, so closures capture the whole (Send) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Range of output columns `o` for which `o * stride + off` lands inside `[0, len)`.
 #[inline]
 pub(crate) fn valid_range(off: isize, stride: usize, len: usize, out_len: usize) -> (usize, usize) {
@@ -170,12 +177,11 @@ pub(crate) fn gemm_conv(
             }
             (buf.as_ptr(), tn as isize)
         };
-        let out_ptr = out_ptr;
         let row0 = grp * cout_g;
         // SAFETY: this task owns columns [c0, c0+tn) of rows [row0, row0+cout_g); no other task
         // touches them, and the buffer lives until the parallel loop returns.
         let rows = |r: usize| unsafe {
-            std::slice::from_raw_parts_mut(out_ptr.0.add((row0 + r) * plane + c0), tn)
+            std::slice::from_raw_parts_mut(out_ptr.get().add((row0 + r) * plane + c0), tn)
         };
         for r in 0..cout_g {
             rows(r).fill(bias[row0 + r]);
@@ -188,7 +194,7 @@ pub(crate) fn gemm_conv(
                 cout_g,
                 tn,
                 k,
-                out_ptr.0.add(row0 * plane + c0),
+                out_ptr.get().add(row0 * plane + c0),
                 1,
                 plane as isize,
                 true,

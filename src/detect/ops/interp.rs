@@ -146,7 +146,9 @@ pub fn resize_bilinear_chw(
             .zip(out.par_chunks_mut(oh * ow))
             .for_each(work);
     } else {
-        src.chunks(h * w).zip(out.chunks_mut(oh * ow)).for_each(work);
+        src.chunks(h * w)
+            .zip(out.chunks_mut(oh * ow))
+            .for_each(work);
     }
     out
 }

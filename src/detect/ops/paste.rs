@@ -46,9 +46,9 @@ fn pad_mask(mask: &[f32], m: usize, p: usize) -> Vec<f32> {
     out
 }
 
-/// The pasted window of one mask: the resized mask rows/columns that land in the image, as
-/// `(y0, y1, x0, x1, values)` with `values` row-major `(y1 - y0) x (x1 - x0)`; `None` when the
-/// window is empty.
+/// The pasted window of one mask: image rows `y0..y1` and columns `x0..x1` (half-open), and the
+/// resized mask values there, row-major `(y1 - y0) x (x1 - x0)`. Pixels outside are 0.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Window {
     pub y0: usize,
     pub y1: usize,
@@ -57,7 +57,8 @@ pub struct Window {
     pub values: Vec<f32>,
 }
 
-/// Steps 1–5 for one mask, returning only the window inside the image.
+/// Steps 1–5 for one mask, returning only the window inside the image (`None` when it is
+/// empty).
 pub fn paste_window(
     mask: &[f32],
     m: usize,

@@ -146,11 +146,7 @@ fn roi_align_one(
     let samples = pre_calc(
         h, w, out_h, out_w, start_h, start_w, bin_h, bin_w, grid_h, grid_w,
     );
-    let per_bin = if out_h * out_w == 0 {
-        0
-    } else {
-        samples.len() / (out_h * out_w)
-    };
+    let per_bin = samples.len().checked_div(out_h * out_w).unwrap_or(0);
     for (plane, o) in feat
         .chunks_exact(h * w)
         .zip(out.chunks_exact_mut(out_h * out_w))

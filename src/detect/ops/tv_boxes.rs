@@ -288,7 +288,7 @@ pub(crate) mod tv_fixture {
         }
 
         pub(crate) fn has(&self, key: &str) -> bool {
-            self.view().names().iter().any(|n| *n == key)
+            self.view().names().contains(&key)
         }
 
         /// An `F32` tensor and its shape.
