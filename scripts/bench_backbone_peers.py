@@ -83,15 +83,33 @@ def conv_gflop(body, h, w):
     return total[0] / 1e9, tuple(out.shape)
 
 
+def _sys_busy_s():
+    """System-wide non-idle CPU seconds so far (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def time_runs(fn, iters, warmup=2):
+    """Median/min wall ms of `iters` runs after `warmup`, plus how busy the rest of the machine was
+    meanwhile: `other_cpu` = CPU used by other processes / (wall * ncpu), 0 = machine otherwise idle,
+    and `own_cpu` = this process's CPU seconds / wall seconds (~threads actually running)."""
     for _ in range(warmup):
         fn()
     ts = []
+    b0, c0, w0 = _sys_busy_s(), time.process_time(), time.perf_counter()
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3, min(ts) * 1e3
+    b1, c1, w1 = _sys_busy_s(), time.process_time(), time.perf_counter()
+    wall, own = w1 - w0, c1 - c0
+    other = None if b0 is None else max(0.0, (b1 - b0) - own) / (wall * (os.cpu_count() or 1))
+    return statistics.median(ts) * 1e3, min(ts) * 1e3, other, own / wall
 
 
 def export_onnx(body, h, w, path):
@@ -176,12 +194,15 @@ def main():
                     def fn():
                         sess.run(None, {"input": xn})
                 la = os.getloadavg()[0]
-                med, best = time_runs(fn, iters)
+                med, best, other, own = time_runs(fn, iters)
                 r = {"engine": eng, "threads": t, "size": size, "median_ms": med, "min_ms": best,
-                     "iters": iters, "gflops_per_s": gf / (med / 1e3), "loadavg1_before": la}
+                     "iters": iters, "gflops_per_s": gf / (med / 1e3), "loadavg1_before": la,
+                     "other_cpu": other, "own_cpu": own}
                 results.append(r)
+                oc = "?" if other is None else f"{other:.2f}"
                 print(f"[peers] {size} t={t} {eng:11s} median {med:9.1f} ms  min {best:9.1f} ms  "
-                      f"{r['gflops_per_s']:6.1f} GFLOP/s  (load1 {la:.2f})", file=sys.stderr)
+                      f"{r['gflops_per_s']:6.1f} GFLOP/s  (load1 {la:.2f}, other-cpu {oc}, "
+                      f"own-cpu {own:.2f})", file=sys.stderr)
 
     loadavg_end = list(os.getloadavg())
     versions = {
@@ -209,11 +230,13 @@ def main():
             json.dump(out, f, indent=2)
         print(f"[peers] wrote {args.json}", file=sys.stderr)
 
-    print("| size | GFLOP | threads | engine | median ms | min ms | GFLOP/s |")
-    print("|---|---:|---:|---|---:|---:|---:|")
+    print("| size | GFLOP | threads | engine | median ms | min ms | GFLOP/s | other-cpu |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     for r in results:
+        oc = "?" if r["other_cpu"] is None else f"{r['other_cpu']:.2f}"
         print(f"| {r['size']} | {gflop[r['size']]:.2f} | {r['threads']} | {r['engine']} | "
-              f"{r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['gflops_per_s']:.1f} |")
+              f"{r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['gflops_per_s']:.1f} | {oc} |")
+    print("\nother-cpu: share of the machine's CPU used by other processes while timing (0 = idle).")
     print(f"\nloadavg start {', '.join(f'{v:.2f}' for v in loadavg_start)}; "
           f"end {', '.join(f'{v:.2f}' for v in loadavg_end)}")
 

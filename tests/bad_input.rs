@@ -271,3 +271,103 @@ fn bad_weights_files() {
         &["absent.safetensors", "not found"],
     );
 }
+
+/// The narrow torchvision fixture with one tensor edited (None = removed), as safetensors.
+fn edited_rcnn(
+    dst: &Path,
+    name: &str,
+    edit: impl Fn(&candle_core::Tensor) -> Option<candle_core::Tensor>,
+) {
+    let src = common::repo().join("tests/fixtures/maskrcnn_tv/narrow_weights.safetensors");
+    let mut map = candle_core::safetensors::load(&src, &candle_core::Device::Cpu).expect("fixture");
+    let t = map.remove(name).expect("tensor present");
+    if let Some(new) = edit(&t) {
+        map.insert(name.to_string(), new);
+    }
+    candle_core::safetensors::save(&map, dst).expect("save");
+}
+
+#[test]
+fn bad_maskrcnn_weights() {
+    let s = Scratch::new("rcnn");
+    let img = s.path("x.png");
+    std::fs::write(&img, png_bytes(64, 48)).unwrap();
+    let with = |w: &Path| {
+        run(&[
+            "detect".as_ref(),
+            "--model".as_ref(),
+            "maskrcnn-r50-fpn".as_ref(),
+            "--weights".as_ref(),
+            w.as_os_str(),
+            "--json".as_ref(),
+            s.path("o.json").as_os_str(),
+            img.as_os_str(),
+        ])
+    };
+    let key = "backbone.body.layer2.0.conv2.weight";
+    let missing = s.path("missing.safetensors");
+    edited_rcnn(&missing, key, |_| None);
+    assert_one_line_error(
+        &with(&missing),
+        &["missing.safetensors", "missing tensors", key],
+    );
+
+    let shaped = s.path("shape.safetensors");
+    edited_rcnn(&shaped, "roi_heads.box_head.fc7.weight", |t| {
+        Some(t.narrow(0, 0, 10).unwrap())
+    });
+    assert_one_line_error(
+        &with(&shaped),
+        &[
+            "shape.safetensors",
+            "wrong shapes",
+            "roi_heads.box_head.fc7.weight",
+        ],
+    );
+
+    let extra = s.path("extra.safetensors");
+    edited_rcnn(&extra, "rpn.head.cls_logits.bias", |t| Some(t.clone()));
+    let mut map = candle_core::safetensors::load(&extra, &candle_core::Device::Cpu).unwrap();
+    map.insert(
+        "rpn.head.surprise".into(),
+        candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&map, &extra).unwrap();
+    assert_one_line_error(
+        &with(&extra),
+        &[
+            "extra.safetensors",
+            "unexpected tensors",
+            "rpn.head.surprise",
+        ],
+    );
+
+    let nan = s.path("nan.safetensors");
+    edited_rcnn(&nan, "backbone.fpn.layer_blocks.1.0.weight", |t| {
+        Some(t.affine(0.0, f64::NAN).unwrap())
+    });
+    assert_one_line_error(
+        &with(&nan),
+        &[
+            "nan.safetensors",
+            "backbone.fpn.layer_blocks.1.0.weight",
+            "NaN",
+        ],
+    );
+
+    // torch .pth (zip pickle): truncated, and an old-name file with a tensor missing.
+    let pth = std::fs::read(
+        common::repo().join("tests/fixtures/maskrcnn_tv/narrow_weights_oldnames.pth"),
+    )
+    .unwrap();
+    let cut = s.path("cut.pth");
+    std::fs::write(&cut, &pth[..pth.len() / 2]).unwrap();
+    assert_one_line_error(&with(&cut), &["cut.pth"]);
+    let trunc = s.path("trunc.safetensors");
+    let st =
+        std::fs::read(common::repo().join("tests/fixtures/maskrcnn_tv/narrow_weights.safetensors"))
+            .unwrap();
+    std::fs::write(&trunc, &st[..st.len() / 2]).unwrap();
+    assert_one_line_error(&with(&trunc), &["trunc.safetensors"]);
+    assert_one_line_error(&with(&s.path("absent.pth")), &["absent.pth"]);
+}

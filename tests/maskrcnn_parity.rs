@@ -18,11 +18,21 @@ fn load(file: &str) -> HashMap<String, Tensor> {
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn ints(t: &Tensor) -> Vec<i64> {
-    t.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// max |a - b| / max |b|.
@@ -34,13 +44,32 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 /// `[C, h, w]` window at (y, x) of image 0 of an NCHW tensor.
 fn crop(t: &Tensor, y: usize, x: usize, h: usize, w: usize) -> Vec<f32> {
-    f32s(&t.get(0).unwrap().narrow(1, y, h).unwrap().narrow(2, x, w).unwrap())
+    f32s(
+        &t.get(0)
+            .unwrap()
+            .narrow(1, y, h)
+            .unwrap()
+            .narrow(2, x, w)
+            .unwrap(),
+    )
 }
 
 const CASES: [(&str, &str, &str); 3] = [
-    ("city_000000_000010", "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000000_000010_leftImg8bit.jpg", "narrow_city_000000_000010.safetensors"),
-    ("city_000005_000020", "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000005_000020_leftImg8bit.jpg", "narrow_city_000005_000020.safetensors"),
-    ("pennfudan_FudanPed00004", "pennfudan/PNGImages/FudanPed00004.png", "narrow_pennfudan_FudanPed00004.safetensors"),
+    (
+        "city_000000_000010",
+        "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000000_000010_leftImg8bit.jpg",
+        "narrow_city_000000_000010.safetensors",
+    ),
+    (
+        "city_000005_000020",
+        "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000005_000020_leftImg8bit.jpg",
+        "narrow_city_000005_000020.safetensors",
+    ),
+    (
+        "pennfudan_FudanPed00004",
+        "pennfudan/PNGImages/FudanPed00004.png",
+        "narrow_pennfudan_FudanPed00004.safetensors",
+    ),
 ];
 
 fn model(file: &str) -> MaskRcnn {
@@ -49,8 +78,21 @@ fn model(file: &str) -> MaskRcnn {
 
 /// Compare detections: every reference detection has one of ours with the same label, box
 /// within `px` pixels and score within 1e-4; counts equal.
-fn compare_dets(name: &str, ours: &[pedcache::detect::Detection], boxes: &[f32], scores: &[f32], labels: &[i64], areas: &[i64]) {
-    assert_eq!(ours.len(), scores.len(), "{name}: {} detections vs torchvision {}", ours.len(), scores.len());
+fn compare_dets(
+    name: &str,
+    ours: &[pedcache::detect::Detection],
+    boxes: &[f32],
+    scores: &[f32],
+    labels: &[i64],
+    areas: &[i64],
+) {
+    assert_eq!(
+        ours.len(),
+        scores.len(),
+        "{name}: {} detections vs torchvision {}",
+        ours.len(),
+        scores.len()
+    );
     let mut used = vec![false; ours.len()];
     let (mut max_box, mut max_score, mut area_diff, mut area_total) = (0f32, 0f32, 0i64, 0i64);
     for i in 0..scores.len() {
@@ -61,38 +103,68 @@ fn compare_dets(name: &str, ours: &[pedcache::detect::Detection], boxes: &[f32],
                 && d.bbox.iter().zip(b).all(|(x, y)| (x - y).abs() <= 0.5)
                 && (d.score - scores[i]).abs() <= 1e-4
         });
-        let j = found.unwrap_or_else(|| panic!("{name}: torchvision detection {i} (label {}, score {}, box {b:?}) has no match", labels[i], scores[i]));
+        let j = found.unwrap_or_else(|| {
+            panic!(
+                "{name}: torchvision detection {i} (label {}, score {}, box {b:?}) has no match",
+                labels[i], scores[i]
+            )
+        });
         used[j] = true;
         let d = &ours[j];
-        max_box = d.bbox.iter().zip(b).fold(max_box, |m, (x, y)| m.max((x - y).abs()));
+        max_box = d
+            .bbox
+            .iter()
+            .zip(b)
+            .fold(max_box, |m, (x, y)| m.max((x - y).abs()));
         max_score = max_score.max((d.score - scores[i]).abs());
         area_diff += (d.mask_area.unwrap_or(0) as i64 - areas[i]).abs();
         area_total += areas[i];
     }
     let agreement = 1.0 - area_diff as f64 / area_total.max(1) as f64;
     eprintln!("{name}: {} detections, max box diff {max_box:.2e} px, max score diff {max_score:.2e}, mask-area agreement {:.5}", scores.len(), agreement);
-    assert!(agreement >= 0.995, "{name}: mask area agreement {agreement}");
+    assert!(
+        agreement >= 0.995,
+        "{name}: mask area agreement {agreement}"
+    );
 }
 
 #[test]
 fn narrow_model_matches_torchvision_stage_by_stage() {
     let m = model("narrow_weights.safetensors");
     for (name, src, file) in CASES {
-        let Some(path) = common::require(&common::data_root().join(src), name) else { continue };
+        let Some(path) = common::require(&common::data_root().join(src), name) else {
+            continue;
+        };
         let fx = load(file);
         let frame = pedcache::frame::load_rgb(&path).expect("image");
         let input = m.preprocess(&[&frame]).unwrap();
         let (hp, wp) = (input.batch.dim(2).unwrap(), input.batch.dim(3).unwrap());
-        assert_eq!(vec![hp as i64, wp as i64], ints(&fx["batch_size_hw"]), "{name}: padded size");
+        assert_eq!(
+            vec![hp as i64, wp as i64],
+            ints(&fx["batch_size_hw"]),
+            "{name}: padded size"
+        );
         let sizes = ints(&fx["image_sizes"]);
-        assert_eq!((input.image_sizes[0].0 as i64, input.image_sizes[0].1 as i64), (sizes[0], sizes[1]));
+        assert_eq!(
+            (input.image_sizes[0].0 as i64, input.image_sizes[0].1 as i64),
+            (sizes[0], sizes[1])
+        );
         // Transformed input: three windows, including the bottom-right edge of the real image.
-        let e0 = rel_err(&crop(&input.batch, 0, 0, 32, 32), &f32s(&fx["transformed_crop"]));
+        let e0 = rel_err(
+            &crop(&input.batch, 0, 0, 32, 32),
+            &f32s(&fx["transformed_crop"]),
+        );
         let c = ints(&fx["transformed_crop_centre_offset"]);
-        let e1 = rel_err(&crop(&input.batch, c[0] as usize, c[1] as usize, 32, 32), &f32s(&fx["transformed_crop_centre"]));
+        let e1 = rel_err(
+            &crop(&input.batch, c[0] as usize, c[1] as usize, 32, 32),
+            &f32s(&fx["transformed_crop_centre"]),
+        );
         let br = ints(&fx["transformed_crop_br_offset"]);
         let brd = fx["transformed_crop_br"].dims().to_vec();
-        let e2 = rel_err(&crop(&input.batch, br[0] as usize, br[1] as usize, brd[1], brd[2]), &f32s(&fx["transformed_crop_br"]));
+        let e2 = rel_err(
+            &crop(&input.batch, br[0] as usize, br[1] as usize, brd[1], brd[2]),
+            &f32s(&fx["transformed_crop_br"]),
+        );
         eprintln!("{name}: transformed input rel err {e0:.1e} {e1:.1e} {e2:.1e}");
         assert!(e0.max(e1).max(e2) <= 1e-5, "{name}: transformed input");
 
@@ -102,21 +174,46 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
             st = m.run_stage(i, st).unwrap();
             let key = format!("layer{}", i + 1);
             let want = &fx[&format!("{key}_crop")];
-            let (_, cs, hs, ws) = (0, want.dim(0).unwrap(), want.dim(1).unwrap(), want.dim(2).unwrap());
+            let (_, cs, hs, ws) = (
+                0,
+                want.dim(0).unwrap(),
+                want.dim(1).unwrap(),
+                want.dim(2).unwrap(),
+            );
             assert_eq!(st.x.dim(1).unwrap(), cs);
             let e = rel_err(&crop(&st.x, 0, 0, hs, ws), &f32s(want));
             assert!(e <= 1e-4, "{name} {key}: rel err {e}");
         }
         let levels = m.fpn(&st.layers).unwrap();
-        for (l, key) in ["fpn_0", "fpn_1", "fpn_2", "fpn_3", "fpn_pool"].iter().enumerate() {
-            assert_eq!(levels[l].dims().iter().map(|&d| d as i64).collect::<Vec<_>>(), ints(&fx[&format!("{key}_shape")]), "{name} {key} shape");
+        for (l, key) in ["fpn_0", "fpn_1", "fpn_2", "fpn_3", "fpn_pool"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                levels[l]
+                    .dims()
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect::<Vec<_>>(),
+                ints(&fx[&format!("{key}_shape")]),
+                "{name} {key} shape"
+            );
             let offs = ints(&fx[&format!("{key}_crop_offsets")]);
             let want = &fx[&format!("{key}_crops")];
             let s = want.dim(2).unwrap();
             let mut worst = 0f32;
             for k in 0..3 {
                 let w = f32s(&want.get(k).unwrap());
-                worst = worst.max(rel_err(&crop(&levels[l], offs[2 * k] as usize, offs[2 * k + 1] as usize, s, s), &w));
+                worst = worst.max(rel_err(
+                    &crop(
+                        &levels[l],
+                        offs[2 * k] as usize,
+                        offs[2 * k + 1] as usize,
+                        s,
+                        s,
+                    ),
+                    &w,
+                ));
             }
             eprintln!("{name} {key}: max rel err {worst:.1e}");
             assert!(worst <= 1e-4, "{name} {key}: rel err {worst}");
@@ -125,14 +222,25 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
         // RPN proposals: as a set (scores have exact ties, so order may differ among them).
         let out = m.finish(st).unwrap().remove(0);
         let want = f32s(&fx["proposals"]);
-        assert_eq!(out.proposals.len() * 4, want.len(), "{name}: proposal count");
+        assert_eq!(
+            out.proposals.len() * 4,
+            want.len(),
+            "{name}: proposal count"
+        );
         let mut unmatched = 0;
         for p in want.chunks_exact(4) {
-            if !out.proposals.iter().any(|q| q.iter().zip(p).all(|(a, b)| (a - b).abs() <= 0.01)) {
+            if !out
+                .proposals
+                .iter()
+                .any(|q| q.iter().zip(p).all(|(a, b)| (a - b).abs() <= 0.01))
+            {
                 unmatched += 1;
             }
         }
-        eprintln!("{name}: {} proposals, {unmatched} without a match within 0.01 px", want.len() / 4);
+        eprintln!(
+            "{name}: {} proposals, {unmatched} without a match within 0.01 px",
+            want.len() / 4
+        );
         assert!(unmatched <= 2, "{name}: {unmatched} proposals differ");
 
         // Final detections at the default threshold.
@@ -146,7 +254,9 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
         );
         // The top masks pixel by pixel.
         for k in 0..3 {
-            let Some(want) = fx.get(&format!("s005.mask{k}_crop")) else { continue };
+            let Some(want) = fx.get(&format!("s005.mask{k}_crop")) else {
+                continue;
+            };
             let yx = ints(&fx[&format!("s005.mask{k}_crop_yxyx")]);
             let want = f32s(want);
             let d = &out.masks[k];
@@ -155,7 +265,11 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
             for y in 0..h {
                 for x in 0..w {
                     let (gy, gx) = (yx[0] as usize + y, yx[1] as usize + x);
-                    let ours = gy >= d.y && gy < d.y + d.h && gx >= d.x && gx < d.x + d.w && d.bits[(gy - d.y) * d.w + (gx - d.x)] == 1;
+                    let ours = gy >= d.y
+                        && gy < d.y + d.h
+                        && gx >= d.x
+                        && gx < d.x + d.w
+                        && d.bits[(gy - d.y) * d.w + (gx - d.x)] == 1;
                     agree += usize::from(ours == (want[y * w + x] > 0.5));
                 }
             }
@@ -173,7 +287,9 @@ fn whole_top_100_at_score_zero_and_old_key_names() {
     let new = model("narrow_weights.safetensors");
     assert_eq!(m.arch, new.arch);
     for (name, src, file) in CASES {
-        let Some(path) = common::require(&common::data_root().join(src), name) else { continue };
+        let Some(path) = common::require(&common::data_root().join(src), name) else {
+            continue;
+        };
         let fx = load(file);
         let frame = pedcache::frame::load_rgb(&path).expect("image");
         let out = m.detect(&[&frame]).unwrap().remove(0);
@@ -191,7 +307,10 @@ fn whole_top_100_at_score_zero_and_old_key_names() {
 #[test]
 fn staged_forward_equals_one_shot_bit_for_bit() {
     let m = model("narrow_weights.safetensors");
-    let Some(path) = common::require(&common::data_root().join(CASES[2].1), "Penn-Fudan image") else { return };
+    let Some(path) = common::require(&common::data_root().join(CASES[2].1), "Penn-Fudan image")
+    else {
+        return;
+    };
     let frame = pedcache::frame::load_rgb(&path).unwrap();
     let a = m.detect(&[&frame]).unwrap().remove(0);
     // Stop after every stage, take the state apart the way the cache engine does (batch select),

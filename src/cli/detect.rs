@@ -3,8 +3,10 @@
 //! A bad image is reported on stderr (one line, naming the file and the cause) and skipped;
 //! every other image is still processed and written. The exit status is 1 if any image failed.
 
+use crate::detect::maskrcnn::{MaskCrop, MaskRcnn};
 use crate::detect::ssdlite::{SsdLite, TileMode};
 use crate::detect::Detection;
+use crate::frame::RgbFrame;
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
@@ -106,17 +108,67 @@ pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
-    let model = match a.model.parse::<ModelName>()? {
-        ModelName::SsdlitePed => load_ssdlite(a.weights.as_deref())?,
-        ModelName::MaskRcnnR50Fpn => {
-            anyhow::bail!("model maskrcnn-r50-fpn is not available in this build yet")
+/// Load torchvision Mask R-CNN weights; scores below `score_thresh` down to 0 are kept by the
+/// box post-processing too (its own floor is torchvision's 0.05).
+pub fn load_maskrcnn(weights: Option<&Path>, score_thresh: f32) -> anyhow::Result<MaskRcnn> {
+    let path = weights.ok_or_else(|| {
+        anyhow::anyhow!(
+            "model maskrcnn-r50-fpn needs --weights FILE (torchvision's COCO .pth; see README, Models and data)"
+        )
+    })?;
+    let mut m = MaskRcnn::load(path, &candle_core::Device::Cpu)?;
+    m.roi_heads.config.score_thresh = m.roi_heads.config.score_thresh.min(score_thresh.max(0.0));
+    Ok(m)
+}
+
+/// Either detector behind the `detect` command.
+pub enum Detector {
+    Ssd(SsdLite, TileMode),
+    Rcnn(Box<MaskRcnn>),
+}
+
+impl Detector {
+    pub fn load(
+        name: &str,
+        weights: Option<&Path>,
+        tiles: TileMode,
+        score_thresh: f32,
+    ) -> anyhow::Result<Self> {
+        Ok(match name.parse::<ModelName>()? {
+            ModelName::SsdlitePed => Detector::Ssd(load_ssdlite(weights)?, tiles),
+            ModelName::MaskRcnnR50Fpn => {
+                Detector::Rcnn(Box::new(load_maskrcnn(weights, score_thresh)?))
+            }
+        })
+    }
+
+    /// Detections scoring at least `score_thresh`, best first, and their masks (Mask R-CNN).
+    pub fn detect(
+        &self,
+        frame: &RgbFrame,
+        score_thresh: f32,
+    ) -> candle_core::Result<(Vec<Detection>, Vec<MaskCrop>)> {
+        match self {
+            Detector::Ssd(m, tiles) => Ok((m.detect(frame, *tiles, score_thresh)?, Vec::new())),
+            Detector::Rcnn(m) => {
+                let out = m.detect(&[frame])?.remove(0);
+                Ok(out
+                    .detections
+                    .into_iter()
+                    .zip(out.masks)
+                    .filter(|(d, _)| d.score >= score_thresh)
+                    .unzip())
+            }
         }
-    };
+    }
+}
+
+pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
     anyhow::ensure!(
         a.score_thresh.is_finite(),
         "--score-thresh must be a number"
     );
+    let model = Detector::load(&a.model, a.weights.as_deref(), a.tiles, a.score_thresh)?;
     if let Some(dir) = &a.overlay {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -126,8 +178,8 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
     };
     for path in &a.images {
         let result = crate::frame::load_rgb(path).and_then(|frame| {
-            let dets = model
-                .detect(&frame, a.tiles, a.score_thresh)
+            let (dets, masks) = model
+                .detect(&frame, a.score_thresh)
                 .map_err(|e| anyhow::anyhow!("{}: detector failed: {e}", path.display()))?;
             if let Some(dir) = &a.overlay {
                 let stem = path
@@ -136,6 +188,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
                 crate::cli::overlay::write_overlay(
                     &frame,
                     &dets,
+                    &masks,
                     &dir.join(format!("{stem}.png")),
                 )?;
             }
@@ -149,10 +202,11 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
                 detections,
             }),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                let msg = crate::error::one_line(&e);
+                eprintln!("error: {msg}");
                 report.errors.push(ImageError {
                     path: path.display().to_string(),
-                    error: format!("{e:#}"),
+                    error: msg,
                 });
             }
         }

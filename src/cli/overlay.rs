@@ -1,5 +1,6 @@
 //! Overlay PNGs: detection boxes with their scores drawn on the frame, for a person to look at.
 
+use crate::detect::maskrcnn::MaskCrop;
 use crate::detect::Detection;
 use crate::frame::RgbFrame;
 use std::path::Path;
@@ -79,9 +80,35 @@ fn colour(score: f32) -> [u8; 3] {
     }
 }
 
-/// Draw `dets` on a copy of `frame` and save it as PNG at `out`.
-pub fn write_overlay(frame: &RgbFrame, dets: &[Detection], out: &Path) -> anyhow::Result<()> {
+/// Tint the pixels of an instance mask with `rgb`, half transparent.
+fn tint(img: &mut RgbFrame, m: &MaskCrop, rgb: [u8; 3]) {
+    for y in 0..m.h {
+        for x in 0..m.w {
+            if m.bits[y * m.w + x] == 1 {
+                let (gx, gy) = (m.x + x, m.y + y);
+                if gx < img.width && gy < img.height {
+                    let i = (gy * img.width + gx) * 3;
+                    for c in 0..3 {
+                        img.data[i + c] = ((img.data[i + c] as u16 + rgb[c] as u16) / 2) as u8;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Draw `dets` (and their masks, when given) on a copy of `frame`; save it as PNG at `out`.
+/// Labels read `label:score` (label 1 = pedestrian / COCO person).
+pub fn write_overlay(
+    frame: &RgbFrame,
+    dets: &[Detection],
+    masks: &[MaskCrop],
+    out: &Path,
+) -> anyhow::Result<()> {
     let mut img = frame.clone();
+    for (d, m) in dets.iter().zip(masks).rev() {
+        tint(&mut img, m, colour(d.score));
+    }
     let scale = ((frame.width.max(frame.height) / 500).max(1)) as i64;
     {
         let mut c = Canvas { f: &mut img };
