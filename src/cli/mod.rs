@@ -1,5 +1,6 @@
 //! Subcommands of the `pedcache` binary.
 
+pub mod bench;
 pub mod convert;
 pub mod demo;
 pub mod detect;
@@ -30,6 +31,9 @@ pub enum Command {
     ConvertTf(convert::ConvertArgs),
     /// Run the demo: the default detector over the demo sequence, with a summary table.
     Demo(demo::DemoArgs),
+    /// Benchmarks of the compute engine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Decode an image with the project's own decoder and write it as PNG (for reference scripts,
     /// so that both sides of a parity test see identical pixels).
     Decode {
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Detect(a) => detect::run(a),
         Command::ConvertTf(a) => convert::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(c) => bench::run(c),
         Command::Decode { input, png } => {
             let f = crate::frame::load_rgb(&input)?;
             image::RgbImage::from_raw(f.width as u32, f.height as u32, f.data)

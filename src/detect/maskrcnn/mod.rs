@@ -110,6 +110,10 @@ impl MaskRcnn {
         })
     }
 
+    pub fn body(&self) -> &resnet::ResNetBody {
+        &self.body
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

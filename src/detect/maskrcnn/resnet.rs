@@ -67,6 +67,17 @@ impl Bottleneck {
         })
     }
 
+    /// FLOPs for an input of `h x w`; returns (flops, out_h, out_w).
+    pub fn flops(&self, h: usize, w: usize) -> Result<(u64, usize, usize)> {
+        let mut total = self.conv1.spec().flops(h, w);
+        let (oh, ow, _, _) = self.conv2.spec().geometry(h, w)?;
+        total += self.conv2.spec().flops(oh, ow) + self.conv3.spec().flops(oh, ow);
+        if let Some(d) = &self.downsample {
+            total += d.spec().flops(oh, ow);
+        }
+        Ok((total, oh, ow))
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let identity = match &self.downsample {
             Some(d) => d.forward(x)?,
@@ -118,6 +129,23 @@ impl ResNetBody {
         y.pad_with_zeros(2, 1, 1)?
             .pad_with_zeros(3, 1, 1)?
             .max_pool2d_with_stride(3, 2)
+    }
+
+    /// Analytic FLOPs (2 x multiply-adds of the convs) of the stem and the first `layers`
+    /// layers for an `h x w` input, and the output size.
+    pub fn flops(&self, h: usize, w: usize, layers: usize) -> Result<(u64, usize, usize)> {
+        let (sh, sw, _, _) = self.stem.spec().geometry(h, w)?;
+        let mut total = self.stem.spec().flops(sh, sw);
+        // 3x3/2 max pool with padding 1.
+        let (mut h, mut w) = ((sh + 2 - 3) / 2 + 1, (sw + 2 - 3) / 2 + 1);
+        for layer in &self.layers[..layers] {
+            for b in layer {
+                let (f, oh, ow) = b.flops(h, w)?;
+                total += f;
+                (h, w) = (oh, ow);
+            }
+        }
+        Ok((total, h, w))
     }
 
     pub fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {

@@ -22,6 +22,18 @@ pub enum Activation {
     Relu6,
 }
 
+static STOCK_CANDLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Route every conv through candle's stock `conv2d` (plus separate bias/activation/add ops), for
+/// side-by-side benchmarks of the engine (`pedcache bench backbone --engine candle`).
+pub fn set_stock_candle(on: bool) {
+    STOCK_CANDLE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn stock_candle() -> bool {
+    STOCK_CANDLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How a layer pads its input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
@@ -210,7 +222,7 @@ impl Conv2d {
 
     /// NCHW in, NCHW out.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
+        if x.device().is_cpu() && !stock_candle() {
             let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
             x.apply_op1_no_bwd(self)
         } else {
@@ -320,7 +332,7 @@ impl Conv2d {
 
     /// `act(conv(x) + residual)`: the residual add of a ResNet block fused into the epilogue.
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
+        if x.device().is_cpu() && !stock_candle() {
             let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
             let r = residual.to_dtype(candle_core::DType::F32)?.contiguous()?;
             x.apply_op2_no_bwd(&r, &ResidualConv(self))

@@ -1,0 +1,120 @@
+//! `pedcache bench backbone`: time the ResNet50 body (stem + layer1..4) of the Mask R-CNN
+//! backbone on one input size, with our conv engine or candle's stock ops.
+
+use crate::detect::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
+use crate::detect::maskrcnn::MaskRcnn;
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// The ResNet50 body of the Mask R-CNN backbone.
+    Backbone(BackboneArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// pedcache's conv kernels (BN folded, fused epilogues).
+    Ours,
+    /// candle 0.11.1's stock conv2d with separate bias, activation and residual ops.
+    Candle,
+}
+
+#[derive(Args, Debug)]
+pub struct BackboneArgs {
+    /// Input size HxW (batch 1, 3 channels).
+    #[arg(long, default_value = "512x1024")]
+    pub size: String,
+    /// torchvision Mask R-CNN weights (default: deterministic stand-in weights).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "ours")]
+    pub engine: Engine,
+    /// Timed runs (after one warm-up).
+    #[arg(long, default_value_t = 7)]
+    pub iters: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct BackboneReport {
+    size: String,
+    engine: Engine,
+    threads: usize,
+    iters: usize,
+    median_ms: f64,
+    min_ms: f64,
+    gflop: f64,
+    gflops_per_s: f64,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (h, w) = s
+        .split_once('x')
+        .ok_or_else(|| anyhow::anyhow!("--size must be HxW, got {s:?}"))?;
+    let (h, w) = (h.parse::<usize>()?, w.parse::<usize>()?);
+    anyhow::ensure!(h >= 32 && w >= 32, "--size must be at least 32x32, got {s}");
+    Ok((h, w))
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
+    let BenchCommand::Backbone(a) = cmd;
+    let (h, w) = parse_size(&a.size)?;
+    let dev = Device::Cpu;
+    let model = match &a.weights {
+        Some(p) => MaskRcnn::load(p, &dev)?,
+        None => {
+            let arch = resnet50_fpn_arch();
+            MaskRcnn::from_state_dict(&state_dict(&arch, Variant::Hash, &dev)?, arch, &dev)?
+        }
+    };
+    crate::detect::ops::conv::set_stock_candle(a.engine == Engine::Candle);
+    // A smooth deterministic image in the normalised range.
+    let v: Vec<f32> = (0..3 * h * w)
+        .map(|i| ((i % 997) as f32 / 997.0 - 0.5) * 4.0)
+        .collect();
+    let x = Tensor::from_vec(v, (1, 3, h, w), &dev)?;
+    let body = model.body();
+    let run = || -> candle_core::Result<Tensor> {
+        let mut y = body.stem(&x)?;
+        for i in 0..4 {
+            y = body.layer(i, &y)?;
+        }
+        Ok(y)
+    };
+    run()?;
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters.max(1) {
+        let t0 = Instant::now();
+        run()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median_ms = crate::cli::demo::quantile(&times, 0.5);
+    let gflop = body.flops(h, w, 4)?.0 as f64 / 1e9;
+    let r = BackboneReport {
+        size: format!("{h}x{w}"),
+        engine: a.engine,
+        threads: crate::runtime::threads(),
+        iters: times.len(),
+        median_ms,
+        min_ms: times[0],
+        gflop,
+        gflops_per_s: gflop / (median_ms / 1e3),
+    };
+    println!(
+        "ResNet50 body {}x{} ({:?} engine, {} threads): median {:.1} ms, {:.1} GFLOP, {:.1} GFLOP/s",
+        h, w, r.engine, r.threads, r.median_ms, r.gflop, r.gflops_per_s
+    );
+    if let Some(p) = &a.json {
+        crate::cli::detect::write_json_atomic(p, &r)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(0)
+}
