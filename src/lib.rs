@@ -4,6 +4,7 @@
 //! candle models and their shared ops, `convert/` turns upstream weight files into safetensors,
 //! `frame` decodes images with errors that name the file, `cli/` implements the commands.
 
+pub mod cache;
 pub mod cli;
 pub mod convert;
 pub mod detect;
