@@ -43,9 +43,13 @@ rows.append(("body (stem..layer4, sum)", sum(r[1] for r in rows[1:]), sum(r[2] f
 rows += [(p, ours(p), ms(t05, p)) for p in ["fpn", "rpn"]]
 rows.append(("roi_box (score_thresh 0.05)", ours("roi_box"), ms(t05, "roi_box")))
 rows.append(("roi_box (score_thresh 0.0)", ours("roi_box_thresh0"), ms(t0, "roi_box")))
-rows.append((f"roi_mask+paste (score_thresh {mthr:g})", ours("roi_mask+paste"),
+rows.append((f"roi_mask+paste (score_thresh {mthr:g}; {counts['mask_row_detections']} vs {tm['num_detections']} masks)",
+             ours("roi_mask+paste"),
              ms(tm, "roi_masks") + ms(tm, "paste_masks")))
-rows.append(("total (score_thresh 0.05)", ours("total"), ms(t05, "total")))
+n05 = (counts["num_detections_thresh_0.05"], t05["num_detections"])
+n0 = (counts["num_detections_thresh_0.0"], t0["num_detections"])
+rows.append((f"total (score_thresh 0.05; {n05[0]} vs {n05[1]} masks)", ours("total"), ms(t05, "total")))
+rows.append((f"total (score_thresh 0.0; {n0[0]} vs {n0[1]} masks)", ours("total_thresh0"), ms(t0, "total")))
 print(f"2048x1024 frame ({tj['image']}), 2 threads; pedcache: criterion median, hash stand-in weights; "
       f"PyTorch {tj['torch']} / torchvision {tj['torchvision']} eager: median of {t05['runs']} runs, random init.")
 print(f"detections: pedcache {counts['num_detections_thresh_0.05']} at 0.05, "

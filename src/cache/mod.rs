@@ -10,9 +10,12 @@
 //! - [`enabled`]: the cache-enabled forward (Algorithm 1).
 
 pub mod calib;
+pub mod calibrate;
+pub mod enabled;
 pub mod head;
 pub mod search;
 pub mod select;
+pub mod store;
 pub mod train;
 
 use serde::{Deserialize, Serialize};

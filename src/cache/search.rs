@@ -1,1 +1,326 @@
-//! (in progress)
+//! Automatic architecture search for one candidate layer (paper 3.2.1), with no manual export
+//! step: every architecture of a space is trained briefly on the stored 4x4 grids (re-pooled to
+//! its own grid), scored on val, and the winner comes back as a ready [`CacheHead`].
+//!
+//! Score = val accuracy − `flops_weight` × flops / (max flops in the space). Accuracy is argmax
+//! agreement with the teacher (what a cache hit must get right); the FLOPs term, normalised to
+//! [0, 1] within the space, prefers the cheaper of two heads that agree about as often, like the
+//! paper's NNI evaluation which weighed accuracy against FLOPs.
+//!
+//! A layer is dropped (paper: "neither of the cache models converge") when no candidate is
+//! clearly better than the class prior: its val KL loss must be ≤ 0.9 × the prior's (the loss
+//! of always predicting the train-set mean teacher distribution) and, when at least two classes
+//! occur in val, its balanced accuracy must exceed chance + 0.05 (0.55 for two classes). The best
+//! score is taken among candidates passing both tests; with none passing, the layer is dropped.
+
+use super::head::{regrid, CacheHead, HeadArch};
+use super::train::{eval_loss, train, TrainConfig};
+use candle_core::{bail, DType, Device, Result, Tensor};
+use std::collections::HashMap;
+
+/// One evaluated architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub arch: HeadArch,
+    /// Share of val samples whose predicted class is the teacher's argmax.
+    pub val_accuracy: f64,
+    /// Mean per-class recall over the teacher classes present in val (robust to the swings in
+    /// pedestrian share between drives that plain accuracy hides).
+    pub balanced_accuracy: f64,
+    /// Val KL loss of the trained head (best epoch).
+    pub val_loss: f64,
+    /// Val KL loss of the class prior (train-set mean teacher distribution).
+    pub prior_loss: f64,
+    /// Analytic cost, see [`HeadArch::flops`].
+    pub flops: u64,
+    /// Search score (module doc); higher is better.
+    pub score: f64,
+}
+
+impl Candidate {
+    /// Why this head is near chance, or `None` when it beats the prior clearly.
+    pub fn near_chance(&self, classes_in_val: usize) -> Option<String> {
+        if self.val_loss.is_nan() || self.val_loss > 0.9 * self.prior_loss {
+            return Some(format!(
+                "val loss {:.4} not below 0.9 x prior loss {:.4}",
+                self.val_loss, self.prior_loss
+            ));
+        }
+        let chance = 1.0 / classes_in_val.max(1) as f64 + 0.05;
+        if classes_in_val >= 2 && self.balanced_accuracy <= chance {
+            return Some(format!(
+                "balanced accuracy {:.3} <= {chance:.3}",
+                self.balanced_accuracy
+            ));
+        }
+        None
+    }
+}
+
+/// Every candidate tried (in space order) and the winner, or why the layer was dropped.
+#[derive(Debug)]
+pub struct SearchResult {
+    pub tried: Vec<Candidate>,
+    pub best: Option<(CacheHead, Candidate)>,
+    pub dropped_reason: Option<String>,
+}
+
+/// Argmax per row as class indices.
+fn argmax(t: &Tensor) -> Result<Vec<u32>> {
+    t.argmax(1)?.to_vec1::<u32>()
+}
+
+/// (accuracy, balanced accuracy, number of classes present) of predictions against labels.
+pub fn accuracies(pred: &[u32], label: &[u32], classes: usize) -> (f64, f64, usize) {
+    let (mut hit, mut count) = (vec![0usize; classes], vec![0usize; classes]);
+    for (&p, &l) in pred.iter().zip(label) {
+        count[l as usize] += 1;
+        hit[l as usize] += usize::from(p == l);
+    }
+    let acc = hit.iter().sum::<usize>() as f64 / label.len().max(1) as f64;
+    let present: Vec<usize> = (0..classes).filter(|&c| count[c] > 0).collect();
+    let bal = present
+        .iter()
+        .map(|&c| hit[c] as f64 / count[c] as f64)
+        .sum::<f64>()
+        / present.len().max(1) as f64;
+    (acc, bal, present.len())
+}
+
+/// Val KL loss of always predicting the train-set mean teacher distribution (floored at 1e-6
+/// and renormalised, so a class unseen in train gives a large but finite loss).
+pub fn prior_loss(train_t: &Tensor, val_t: &Tensor) -> Result<f64> {
+    let mean = train_t.to_dtype(DType::F64)?.mean(0)?.to_vec1::<f64>()?;
+    let mean: Vec<f64> = mean.iter().map(|p| p.max(1e-6)).collect();
+    let z: f64 = mean.iter().sum();
+    let rows = val_t.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let total: f64 = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&mean)
+                .filter(|(&t, _)| t > 0.0)
+                .map(|(&t, &m)| t * (t.ln() - (m / z).ln()))
+                .sum::<f64>()
+        })
+        .sum();
+    Ok(total / rows.len().max(1) as f64)
+}
+
+/// Search `space` for the layer whose stored grids are `train_x4` / `val_x4` (`[N,C,4,4]`) and
+/// whose teacher distributions are `train_t` / `val_t` (`[N,classes]`). Each candidate `i` is
+/// initialised and shuffled with seeds derived from `cfg.seed + i`, so the whole search is
+/// deterministic. `cfg` should be brief (e.g. 25 epochs); the caller may retrain the winner
+/// longer. Runs on the inputs' device.
+pub fn search(
+    train_x4: &Tensor,
+    train_t: &Tensor,
+    val_x4: &Tensor,
+    val_t: &Tensor,
+    space: &[HeadArch],
+    cfg: &TrainConfig,
+    flops_weight: f64,
+) -> Result<SearchResult> {
+    let (_, c, _, _) = train_x4.dims4()?;
+    if space.is_empty() {
+        bail!("architecture search over an empty space");
+    }
+    let dev: Device = train_x4.device().clone();
+    let prior = prior_loss(train_t, val_t)?;
+    let labels = argmax(val_t)?;
+    let classes = space[0].classes;
+    let (.., present) = accuracies(&labels, &labels, classes);
+    let max_flops = space.iter().map(|a| a.flops(c)).max().unwrap_or(1).max(1) as f64;
+    // Re-pool once per grid, not once per candidate.
+    let mut grids: HashMap<usize, (Tensor, Tensor)> = HashMap::new();
+    let mut tried = Vec::with_capacity(space.len());
+    let mut best: Option<(CacheHead, Candidate)> = None;
+    let mut first_reason: Option<String> = None;
+    for (i, arch) in space.iter().enumerate() {
+        if !grids.contains_key(&arch.grid) {
+            let pair = (regrid(train_x4, arch.grid)?, regrid(val_x4, arch.grid)?);
+            grids.insert(arch.grid, pair);
+        }
+        let (tx, vx) = &grids[&arch.grid];
+        let seed = cfg.seed.wrapping_add(i as u64);
+        let mut head = CacheHead::new(arch.clone(), c, seed.wrapping_mul(0x9E37_79B9), &dev)?;
+        let run_cfg = TrainConfig {
+            seed,
+            ..cfg.clone()
+        };
+        let report = train(&mut head, tx, train_t, vx, val_t, &run_cfg)?;
+        let pred = argmax(&head.forward(vx)?)?;
+        if arch.classes != classes {
+            bail!(
+                "search space mixes class counts ({classes} and {})",
+                arch.classes
+            );
+        }
+        let (acc, bal, _) = accuracies(&pred, &labels, classes);
+        let flops = arch.flops(c);
+        let cand = Candidate {
+            arch: arch.clone(),
+            val_accuracy: acc,
+            balanced_accuracy: bal,
+            val_loss: eval_loss(&head, vx, val_t).unwrap_or(report.best_val_loss),
+            prior_loss: prior,
+            flops,
+            score: acc - flops_weight * flops as f64 / max_flops,
+        };
+        log::debug!(
+            "search: {} acc {:.3} bal {:.3} loss {:.4} (prior {:.4}) score {:.3} ({} epochs)",
+            arch.describe(),
+            acc,
+            bal,
+            cand.val_loss,
+            prior,
+            cand.score,
+            report.epochs_run
+        );
+        match cand.near_chance(present) {
+            Some(why) => {
+                first_reason.get_or_insert_with(|| format!("{}: {why}", arch.describe()));
+            }
+            None if best.as_ref().is_none_or(|(_, b)| cand.score > b.score) => {
+                best = Some((head, cand.clone()));
+            }
+            None => {}
+        }
+        tried.push(cand);
+    }
+    let dropped_reason = match best {
+        Some(_) => None,
+        None => {
+            // Name the highest-scoring candidate's shortfall: the most informative failure.
+            let top = tried
+                .iter()
+                .max_by(|a, b| a.score.total_cmp(&b.score))
+                .expect("space is not empty");
+            let why = top
+                .near_chance(present)
+                .or(first_reason)
+                .unwrap_or_default();
+            Some(format!(
+                "no head beats chance ({} tried); best {}: {why}",
+                tried.len(),
+                top.arch.describe()
+            ))
+        }
+    };
+    Ok(SearchResult {
+        tried,
+        best,
+        dropped_reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::head::{search_space, SplitMix64};
+    use std::time::Instant;
+
+    /// `n` samples with C channels; class 1 iff a hidden bit is set. With `signal`, channel 0
+    /// is shifted by ±0.8 with the bit; without, activations are noise independent of targets.
+    fn layer(n: usize, c: usize, signal: bool, seed: u64) -> (Tensor, Tensor) {
+        let mut rng = SplitMix64::new(seed);
+        let (mut x, mut t) = (Vec::with_capacity(n * c * 16), Vec::new());
+        for _ in 0..n {
+            let cls = rng.below(2);
+            let shift = if cls == 1 { 0.8 } else { -0.8 };
+            for ch in 0..c {
+                for _ in 0..16 {
+                    let v = (rng.next_f64() * 2.0 - 1.0) as f32;
+                    x.push(v + if signal && ch == 0 { shift } else { 0.0 });
+                }
+            }
+            t.extend(if cls == 1 {
+                [0.15f32, 0.85]
+            } else {
+                [0.85, 0.15]
+            });
+        }
+        let x = Tensor::from_vec(x, (n, c, 4, 4), &Device::Cpu).unwrap();
+        (x, Tensor::from_vec(t, (n, 2), &Device::Cpu).unwrap())
+    }
+
+    fn cfg() -> TrainConfig {
+        TrainConfig {
+            epochs: 25,
+            seed: 4,
+            ..Default::default()
+        }
+    }
+
+    fn small_space() -> Vec<HeadArch> {
+        let sp = search_space(2);
+        vec![sp[0].clone(), sp[3].clone(), sp[9].clone(), sp[14].clone()]
+    }
+
+    #[test]
+    fn noise_layer_is_dropped() {
+        let (tx, tt) = layer(100, 8, false, 1);
+        let (vx, vt) = layer(40, 8, false, 2);
+        let r = search(&tx, &tt, &vx, &vt, &small_space(), &cfg(), 0.05).unwrap();
+        assert!(r.best.is_none(), "{:?}", r.tried);
+        let why = r.dropped_reason.unwrap();
+        assert!(why.contains("no head beats chance"), "{why}");
+        assert_eq!(r.tried.len(), 4);
+    }
+
+    #[test]
+    fn signal_layer_is_kept_and_search_is_deterministic() {
+        let (tx, tt) = layer(100, 8, true, 1);
+        let (vx, vt) = layer(40, 8, true, 2);
+        let r = search(&tx, &tt, &vx, &vt, &small_space(), &cfg(), 0.05).unwrap();
+        let (head, best) = r.best.as_ref().expect("signal layer kept");
+        assert!(r.dropped_reason.is_none());
+        assert!(best.val_accuracy > 0.85 && best.val_loss < 0.9 * best.prior_loss);
+        let again = search(&tx, &tt, &vx, &vt, &small_space(), &cfg(), 0.05).unwrap();
+        assert_eq!(r.tried, again.tried);
+        let x = regrid(&vx, head.arch.grid).unwrap();
+        let a = head.forward(&x).unwrap().flatten_all().unwrap();
+        let b = again.best.unwrap().0.forward(&x).unwrap().flatten_all();
+        assert_eq!(
+            a.to_vec1::<f32>().unwrap(),
+            b.unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn accuracy_and_prior_helpers() {
+        let (acc, bal, present) = accuracies(&[1, 1, 1, 1], &[1, 1, 1, 0], 2);
+        assert_eq!((acc, bal, present), (0.75, 0.5, 2));
+        let t = Tensor::new(&[[0.5f32, 0.5], [0.5, 0.5]], &Device::Cpu).unwrap();
+        assert!(prior_loss(&t, &t).unwrap().abs() < 1e-9);
+    }
+
+    /// Timing on the brief's sizes: `cargo test --release --lib cache::search -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing_full_default_space_c96() {
+        let (tx, tt) = layer(100, 96, true, 1);
+        let (vx, vt) = layer(40, 96, true, 2);
+        let space = search_space(2);
+        let t0 = Instant::now();
+        let r = search(&tx, &tt, &vx, &vt, &space, &cfg(), 0.05).unwrap();
+        println!(
+            "search: {} candidates in {:.2?}",
+            r.tried.len(),
+            t0.elapsed()
+        );
+        for c in &r.tried {
+            println!(
+                "  {:45} acc {:.3} loss {:.4} prior {:.4} flops {} score {:.3}",
+                c.arch.describe(),
+                c.val_accuracy,
+                c.val_loss,
+                c.prior_loss,
+                c.flops,
+                c.score
+            );
+        }
+        assert!(r.best.is_some());
+    }
+}

@@ -27,6 +27,30 @@ pub struct Detection {
     pub mask_area: Option<u64>,
 }
 
+/// Analytic cost of one batch item (2 x multiply-adds of convs and linears).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlopsProfile {
+    /// FLOPs spent once stage `i` has run.
+    pub through_stage: Vec<u64>,
+    /// FLOPs of the whole network.
+    pub full: u64,
+}
+
+impl FlopsProfile {
+    /// The rest of the network after stage `i` (the paper's C2).
+    pub fn after(&self, i: usize) -> u64 {
+        self.full - self.through_stage[i]
+    }
+}
+
+/// What a cache head learns from a detector's output for one batch item (paper 3.6).
+pub trait TeacherTarget {
+    /// The teacher's distribution over the head's classes.
+    fn target(&self) -> Vec<f32>;
+    /// Whether the full detector reports a pedestrian scoring at least `score_thresh`.
+    fn pedestrian(&self, score_thresh: f32) -> bool;
+}
+
 /// A network that can be run one candidate layer at a time.
 pub trait Staged {
     /// What the network starts from (a preprocessed batch, with its sizes where needed).
@@ -48,6 +72,8 @@ pub trait Staged {
     fn select(&self, state: &Self::State, keep: &[usize]) -> Result<Self::State>;
     /// The rest of the network after the last stage.
     fn finish(&self, state: Self::State) -> Result<Vec<Self::Output>>;
+    /// Analytic FLOPs of one batch item: cumulative after each stage, and the whole network.
+    fn flops_profile(&self, input: &Self::Input) -> Result<FlopsProfile>;
 
     /// All stages then the rest: the plain forward.
     fn forward_staged(&self, input: &Self::Input) -> Result<Vec<Self::Output>> {

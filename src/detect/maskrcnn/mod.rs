@@ -65,6 +65,8 @@ pub struct RcnnOutput {
     pub masks: Vec<MaskCrop>,
     /// RPN proposals in resized-image pixels (for parity tests and diagnostics).
     pub proposals: Vec<[f32; 4]>,
+    /// Classes of the box predictor (91 for COCO, background = 0 included).
+    pub num_classes: usize,
 }
 
 impl MaskRcnn {
@@ -133,6 +135,41 @@ impl MaskRcnn {
         self.forward_staged(&self.preprocess(frames)?)
     }
 
+    /// Analytic FLOPs after the body for a padded `h x w` input: FPN, the RPN head on every level,
+    /// the box head on `post_nms_top_n` RoIs and the mask head on `detections_per_img` RoIs (the
+    /// most it runs; fewer detections cost less).
+    pub fn heads_flops(&self, h: usize, w: usize) -> Result<u64> {
+        let a = &self.arch;
+        let c = a.fpn_channels as u64;
+        let mut total = 0u64;
+        let mut sizes = Vec::new();
+        let (mut lh, mut lw) = (h / 4, w / 4);
+        for &(_, _, out) in &a.layers {
+            total += 2 * (out as u64) * c * (lh * lw) as u64 + 2 * 9 * c * c * (lh * lw) as u64;
+            sizes.push((lh, lw));
+            (lh, lw) = (lh.div_ceil(2), lw.div_ceil(2));
+        }
+        sizes.push((sizes[3].0.div_ceil(2), sizes[3].1.div_ceil(2)));
+        let na = a.anchors_per_cell as u64;
+        for (lh, lw) in sizes {
+            total += (2 * 9 * c * c + 2 * c * 5 * na) * (lh * lw) as u64;
+        }
+        let r = a.representation as u64;
+        let k = a.num_classes as u64;
+        let rois = self.rpn.config.post_nms_top_n as u64;
+        total += rois * 2 * (c * 49 * r + r * r + r * 5 * k);
+        let dets = self.roi_heads.config.detections_per_img as u64;
+        let mut cin = c;
+        let mut per_roi = 0u64;
+        for &m in &a.mask_layers {
+            per_roi += 2 * 9 * cin * m as u64 * 14 * 14;
+            cin = m as u64;
+        }
+        let mp = a.mask_predictor_channels as u64;
+        per_roi += 2 * cin * mp * 4 * 14 * 14 + 2 * mp * k * 28 * 28;
+        Ok(total + dets * per_roi)
+    }
+
     /// Everything after the body, for one batch.
     pub fn heads(&self, state: RcnnState) -> Result<Vec<RcnnOutput>> {
         let levels = self.fpn(&state.layers)?;
@@ -152,6 +189,7 @@ impl MaskRcnn {
             let mut out = RcnnOutput {
                 proposals: props,
                 class_probs: dets.class_probs.clone(),
+                num_classes: self.arch.num_classes,
                 ..Default::default()
             };
             for (i, b) in boxes.iter().enumerate() {
@@ -200,6 +238,28 @@ fn crop_mask(win: &crate::detect::ops::paste::Window) -> MaskCrop {
     }
 }
 
+impl crate::detect::TeacherTarget for RcnnOutput {
+    /// The box predictor's class distribution for the most confident detection (paper 3.6:
+    /// "updating with the most confident object"), or all mass on class 0 ("none") when nothing
+    /// passed the score threshold.
+    fn target(&self) -> Vec<f32> {
+        match self.class_probs.first() {
+            Some(p) => p.clone(),
+            None => {
+                let mut v = vec![0.0; self.num_classes.max(1)];
+                v[0] = 1.0;
+                v
+            }
+        }
+    }
+
+    fn pedestrian(&self, score_thresh: f32) -> bool {
+        self.detections
+            .iter()
+            .any(|d| d.label == PERSON && d.score >= score_thresh)
+    }
+}
+
 impl Staged for MaskRcnn {
     type Input = Transformed;
     type State = RcnnState;
@@ -243,6 +303,17 @@ impl Staged for MaskRcnn {
                 .collect::<Result<_>>()?,
             image_sizes: keep.iter().map(|&i| state.image_sizes[i]).collect(),
             original_sizes: keep.iter().map(|&i| state.original_sizes[i]).collect(),
+        })
+    }
+
+    fn flops_profile(&self, input: &Transformed) -> Result<crate::detect::FlopsProfile> {
+        let (h, w) = (input.batch.dim(2)?, input.batch.dim(3)?);
+        let through_stage = (1..=4)
+            .map(|n| Ok(self.body.flops(h, w, n)?.0))
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(crate::detect::FlopsProfile {
+            full: through_stage[3] + self.heads_flops(h, w)?,
+            through_stage,
         })
     }
 

@@ -89,6 +89,18 @@ pub struct TileDetections {
     pub scores: Vec<f32>,
 }
 
+impl crate::detect::TeacherTarget for TileDetections {
+    /// `[1 - s, s]` with `s` the best pedestrian score in the tile (0 when there is none).
+    fn target(&self) -> Vec<f32> {
+        let s = self.scores.iter().fold(0f32, |m, &v| m.max(v));
+        vec![1.0 - s, s]
+    }
+
+    fn pedestrian(&self, score_thresh: f32) -> bool {
+        self.scores.iter().any(|&s| s >= score_thresh)
+    }
+}
+
 impl SsdLite {
     /// Load from the converted safetensors (`pedcache convert-tf`).
     pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
@@ -360,6 +372,15 @@ impl Staged for SsdLite {
                 .as_ref()
                 .map(|t| t.index_select(&idx, 0))
                 .transpose()?,
+        })
+    }
+
+    fn flops_profile(&self, _input: &Tensor) -> Result<crate::detect::FlopsProfile> {
+        Ok(crate::detect::FlopsProfile {
+            through_stage: (0..STAGE_ENDS.len())
+                .map(|i| self.flops_through(Some(i)))
+                .collect::<Result<_>>()?,
+            full: self.flops_through(None)?,
         })
     }
 
