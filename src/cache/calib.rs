@@ -638,7 +638,7 @@ mod tests {
         assert!(fit.clamped, "{fit:?}");
         assert_eq!(fit.t, T_BOUNDS.0);
         // Always wrong: the NLL keeps falling as T -> inf.
-        let wrong = fit_temperature(&logits, &vec![1; 20], T_BOUNDS);
+        let wrong = fit_temperature(&logits, &[1; 20], T_BOUNDS);
         assert!(wrong.clamped, "{wrong:?}");
         assert_eq!(wrong.t, T_BOUNDS.1);
         // Empty: T = 1, nothing clamped.

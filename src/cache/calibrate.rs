@@ -152,6 +152,7 @@ impl Default for CalibConfig {
 
 /// One candidate layer's outcome, as written to `exits.ron`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExitEntry {
     pub layer: String,
     pub stage: usize,
@@ -171,6 +172,7 @@ pub struct ExitEntry {
 
 /// `exits.ron`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExitsFile {
     pub model: String,
     pub policy: ExitOn,
@@ -240,8 +242,15 @@ pub struct Calibration {
     pub report: CalibReport,
 }
 
-fn progress(what: &str, i: usize, n: usize) {
-    use std::io::Write;
+/// A progress bar on a terminal; on a pipe, only the final line.
+pub fn progress(what: &str, i: usize, n: usize) {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        if i == n {
+            eprintln!("[{what:>9}] {i}/{n}");
+        }
+        return;
+    }
     let width = 30;
     let done = if n == 0 { width } else { i * width / n };
     eprint!(

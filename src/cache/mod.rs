@@ -12,6 +12,8 @@
 pub mod calib;
 pub mod calibrate;
 pub mod enabled;
+pub mod files;
+pub mod plot;
 pub mod head;
 pub mod search;
 pub mod select;

@@ -1,9 +1,11 @@
 //! Subcommands of the `pedcache` binary.
 
 pub mod bench;
+pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod detect;
+pub mod evaluate;
 pub mod overlay;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,10 @@ pub enum Command {
     ConvertTf(convert::ConvertArgs),
     /// Run the demo: the default detector over the demo sequence, with a summary table.
     Demo(demo::DemoArgs),
+    /// Calibrate cache exits for a detector from unlabeled frames.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Run the cache-enabled and the full detector side by side on frames.
+    Evaluate(evaluate::EvaluateArgs),
     /// Benchmarks of the compute engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::ConvertTf(a) => convert::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Decode { input, png } => {
             let f = crate::frame::load_rgb(&input)?;
             image::RgbImage::from_raw(f.width as u32, f.height as u32, f.data)

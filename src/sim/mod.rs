@@ -4,3 +4,4 @@
 pub mod groundtruth;
 pub mod metrics;
 pub mod source;
+pub mod video;
