@@ -228,14 +228,16 @@ def main():
                         r = cand
                     if other is None or other <= args.max_other_cpu:
                         break
+                    more = "; retrying" if attempt < args.retries else "; keeping the least contended attempt"
                     print(f"[peers] {size} t={t} {eng}: other processes used {other:.2f} of the CPU "
-                          f"(median {med:.1f} ms); retrying", file=sys.stderr)
+                          f"(median {med:.1f} ms){more}", file=sys.stderr)
                 r["attempts"] = attempt + 1
                 results.append(r)
-                oc = "?" if other is None else f"{other:.2f}"
-                print(f"[peers] {size} t={t} {eng:11s} median {med:9.1f} ms  min {best:9.1f} ms  "
-                      f"{r['gflops_per_s']:6.1f} GFLOP/s  (load1 {la:.2f}, other-cpu {oc}, "
-                      f"own-cpu {own:.2f})", file=sys.stderr)
+                oc = "?" if r["other_cpu"] is None else f"{r['other_cpu']:.2f}"
+                print(f"[peers] {size} t={t} {eng:11s} median {r['median_ms']:9.1f} ms  "
+                      f"min {r['min_ms']:9.1f} ms  {r['gflops_per_s']:6.1f} GFLOP/s  "
+                      f"(load1 {r['loadavg1_before']:.2f}, other-cpu {oc}, own-cpu {r['own_cpu']:.2f}, "
+                      f"attempt {r['attempt'] + 1}/{r['attempts']})", file=sys.stderr)
 
     loadavg_end = list(os.getloadavg())
     versions = {

@@ -23,9 +23,14 @@ pub fn save(dir: &Path, cal: &Calibration) -> anyhow::Result<()> {
         tensors.extend(head.to_tensors(layer));
     }
     let tmp = dir.join(format!("{HEADS}.partial"));
-    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(HEADS)).with_context(|| format!("writing {}", dir.join(HEADS).display()))?;
-    write(&dir.join(REPORT), serde_json::to_string_pretty(&cal.report)?.as_bytes())?;
+    candle_core::safetensors::save(&tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(HEADS))
+        .with_context(|| format!("writing {}", dir.join(HEADS).display()))?;
+    write(
+        &dir.join(REPORT),
+        serde_json::to_string_pretty(&cal.report)?.as_bytes(),
+    )?;
     for e in &cal.report.exits {
         if !e.curve_val.is_empty() {
             let svg = super::plot::exit_curve_svg(e);
@@ -44,8 +49,10 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// Read `exits.ron`; malformed RON or unknown keys fail with the file, line and reason.
 pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
     let path = dir.join(EXITS);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("loading {}", path.display()))?;
-    let f: ExitsFile = ron::de::from_str(&text).map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.position, e.code))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("loading {}", path.display()))?;
+    let f: ExitsFile = ron::de::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.position, e.code))?;
     for e in &f.exits {
         anyhow::ensure!(
             e.temperature.is_finite() && e.temperature > 0.0,
@@ -54,8 +61,18 @@ pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
             e.layer,
             e.temperature
         );
-        anyhow::ensure!(!e.threshold.is_nan(), "{}: exit {}: threshold is NaN", path.display(), e.layer);
-        anyhow::ensure!(!e.selected || e.head.is_some(), "{}: exit {} is selected but has no head", path.display(), e.layer);
+        anyhow::ensure!(
+            !e.threshold.is_nan(),
+            "{}: exit {}: threshold is NaN",
+            path.display(),
+            e.layer
+        );
+        anyhow::ensure!(
+            !e.selected || e.head.is_some(),
+            "{}: exit {} is selected but has no head",
+            path.display(),
+            e.layer
+        );
     }
     Ok(f)
 }
@@ -64,15 +81,31 @@ pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
 pub fn load(dir: &Path) -> anyhow::Result<(ExitsFile, Vec<Exit>)> {
     let f = read_exits(dir)?;
     let heads_path = dir.join(HEADS);
-    let bytes = std::fs::read(&heads_path).with_context(|| format!("loading {}", heads_path.display()))?;
-    let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| anyhow::anyhow!("loading {}: not a valid safetensors file ({e})", heads_path.display()))?;
+    let bytes =
+        std::fs::read(&heads_path).with_context(|| format!("loading {}", heads_path.display()))?;
+    let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+        anyhow::anyhow!(
+            "loading {}: not a valid safetensors file ({e})",
+            heads_path.display()
+        )
+    })?;
     let mut exits = Vec::new();
     for e in f.exits.iter().filter(|e| e.selected) {
-        let arch = e.head.clone().ok_or_else(|| anyhow::anyhow!("{}: exit {} has no head", dir.display(), e.layer))?;
-        let head = CacheHead::from_tensors(arch, e.channels, &map, &e.layer)
-            .map_err(|err| anyhow::anyhow!("loading {}: exit {}: {err}", heads_path.display(), e.layer))?;
-        exits.push(Exit { stage: e.stage, layer: e.layer.clone(), head, temperature: e.temperature, theta: e.threshold, c1: e.c1 });
+        let arch = e
+            .head
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{}: exit {} has no head", dir.display(), e.layer))?;
+        let head = CacheHead::from_tensors(arch, e.channels, &map, &e.layer).map_err(|err| {
+            anyhow::anyhow!("loading {}: exit {}: {err}", heads_path.display(), e.layer)
+        })?;
+        exits.push(Exit {
+            stage: e.stage,
+            layer: e.layer.clone(),
+            head,
+            temperature: e.temperature,
+            theta: e.threshold,
+            c1: e.c1,
+        });
     }
     Ok((f, exits))
 }
@@ -83,17 +116,31 @@ pub fn print_table(r: &CalibReport) {
     println!("| exit | head | C1 (MFLOP) | C2 (MFLOP) | val acc | T | threshold | budget | HR test | CA test | selected |");
     println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|");
     for e in &r.exits {
-        let th = e.threshold.as_ref().map_or("-".into(), |t| if t.theta.is_finite() { format!("{:.3}", t.theta) } else { "never".into() });
-        let hr = e.test_hits.map_or("-".into(), |h| format!("{:.3}", h as f64 / r.test_samples.max(1) as f64));
-        let ca = e.test_cache_accuracy.map_or("-".into(), |c| format!("{c:.3}"));
+        let th = e.threshold.as_ref().map_or("-".into(), |t| {
+            if t.theta.is_finite() {
+                format!("{:.3}", t.theta)
+            } else {
+                "never".into()
+            }
+        });
+        let hr = e.test_hits.map_or("-".into(), |h| {
+            format!("{:.3}", h as f64 / r.test_samples.max(1) as f64)
+        });
+        let ca = e
+            .test_cache_accuracy
+            .map_or("-".into(), |c| format!("{c:.3}"));
         println!(
             "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {:.4} | {} | {} | {} |",
             e.layer,
-            e.head.clone().unwrap_or_else(|| format!("dropped: {}", e.dropped.clone().unwrap_or_default())),
+            e.head
+                .clone()
+                .unwrap_or_else(|| format!("dropped: {}", e.dropped.clone().unwrap_or_default())),
             e.c1 as f64 / 1e6,
             e.c2 as f64 / 1e6,
             e.val_accuracy.map_or("-".into(), |a| format!("{a:.3}")),
-            e.temperature.as_ref().map_or("-".into(), |t| format!("{:.2}", t.t)),
+            e.temperature
+                .as_ref()
+                .map_or("-".into(), |t| format!("{:.2}", t.t)),
             th,
             e.budget,
             hr,

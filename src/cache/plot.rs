@@ -27,19 +27,49 @@ pub fn exit_curve_svg(e: &ExitReport) -> String {
         s += &format!(
             "<line x1=\"{m}\" x2=\"{x2}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\">{v:.1}</text>\n"
         );
-        s += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{v:.1}</text>\n", x(v as f32), h - m + 16.0);
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{v:.1}</text>\n",
+            x(v as f32),
+            h - m + 16.0
+        );
     }
-    s += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">confidence threshold</text>\n", w / 2.0, h - 12.0);
+    s += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">confidence threshold</text>\n",
+        w / 2.0,
+        h - 12.0
+    );
     let lines = [
         ("hit rate", "#1f77b4", series(&|p| Some(p.hit_rate))),
-        ("cache accuracy", "#2ca02c", series(&|p| if p.hit_rate > 0.0 { Some(p.cache_accuracy) } else { None })),
-        ("ground-truth accuracy", "#d62728", series(&|p| if p.hit_rate > 0.0 { p.gt_accuracy } else { None })),
+        (
+            "cache accuracy",
+            "#2ca02c",
+            series(&|p| {
+                if p.hit_rate > 0.0 {
+                    Some(p.cache_accuracy)
+                } else {
+                    None
+                }
+            }),
+        ),
+        (
+            "ground-truth accuracy",
+            "#d62728",
+            series(&|p| {
+                if p.hit_rate > 0.0 {
+                    p.gt_accuracy
+                } else {
+                    None
+                }
+            }),
+        ),
     ];
     for (i, (name, col, pts)) in lines.iter().enumerate() {
         if pts.is_empty() {
             continue;
         }
-        s += &format!("<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{pts}\"/>\n");
+        s += &format!(
+            "<polyline fill=\"none\" stroke=\"{col}\" stroke-width=\"2\" points=\"{pts}\"/>\n"
+        );
         s += &format!(
             "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{col}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n",
             w - m - 150.0,

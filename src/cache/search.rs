@@ -76,7 +76,7 @@ pub fn chance_bar(labels: &[u32], classes: usize) -> Option<f64> {
     }
     let k = present.len() as f64;
     let se = present.iter().map(|n| 0.25 / n).sum::<f64>().sqrt() / k;
-    Some(1.0 / k + (0.0 * se).max(0.05))
+    Some(1.0 / k + (2.0 * se).max(0.05))
 }
 
 /// Every candidate tried (in space order) and the winner, or why the layer was dropped.
@@ -326,6 +326,8 @@ mod tests {
         assert!(prior_loss(&t, &t).unwrap().abs() < 1e-9);
     }
 
+    /// False keeps / drops over 8 data+train seeds (`--ignored --nocapture`). Measured: C=8,
+    /// 4 heads: 0/8 and 0/8; C=96, 18 heads: noise kept 1/8 (2/8 with a flat 0.55 bar).
     #[test]
     #[ignore]
     fn robustness_over_seeds() {
@@ -341,7 +343,9 @@ mod tests {
                 let (vx, vt) = layer(40, c, false, 11 + 2 * s);
                 let r = search(&tx, &tt, &vx, &vt, &space, &cfg, 0.05).unwrap();
                 kept_noise += usize::from(r.best.is_some());
-                if let Some((_, b)) = &r.best { println!("kept noise: {b:?}"); }
+                if let Some((_, b)) = &r.best {
+                    println!("kept noise: {b:?}");
+                }
                 let (tx, tt) = layer(100, c, true, 10 + 2 * s);
                 let (vx, vt) = layer(40, c, true, 11 + 2 * s);
                 let r = search(&tx, &tt, &vx, &vt, &space, &cfg, 0.05).unwrap();

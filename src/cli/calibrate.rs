@@ -37,26 +37,42 @@ impl SourceArgs {
     pub fn frames(&self) -> anyhow::Result<Vec<FrameRef>> {
         let sel = Selection {
             part: self.part.as_deref().map(parse_range::<f64>).transpose()?,
-            seq_frames: self.seq_frames.as_deref().map(parse_range::<usize>).transpose()?,
+            seq_frames: self
+                .seq_frames
+                .as_deref()
+                .map(parse_range::<usize>)
+                .transpose()?,
             only_seq: self.seq.clone(),
             not_seq: self.not_seq.clone(),
         };
         let frames = select_frames(&self.source, &sel)?;
-        anyhow::ensure!(!frames.is_empty(), "no frames selected from {:?}", self.source);
+        anyhow::ensure!(
+            !frames.is_empty(),
+            "no frames selected from {:?}",
+            self.source
+        );
         Ok(frames)
     }
 }
 
 /// Ground truth for a region of a frame, from its Cityscapes label map when there is one.
-pub fn region_gt(frame: &FrameRef, region: (usize, usize, usize, usize), min_pixels: usize) -> Option<bool> {
-    let FrameRef::File(p) = frame else { return None };
+pub fn region_gt(
+    frame: &FrameRef,
+    region: (usize, usize, usize, usize),
+    min_pixels: usize,
+) -> Option<bool> {
+    let FrameRef::File(p) = frame else {
+        return None;
+    };
     let labels = crate::sim::groundtruth::label_map_for(p)?;
     let img = image::open(&labels).ok()?.to_luma8();
     let (x0, y0, w, h) = region;
     let mut n = 0;
     for y in y0..(y0 + h).min(img.height() as usize) {
         for x in x0..(x0 + w).min(img.width() as usize) {
-            n += usize::from(img.get_pixel(x as u32, y as u32)[0] == crate::sim::groundtruth::PERSON);
+            n += usize::from(
+                img.get_pixel(x as u32, y as u32)[0] == crate::sim::groundtruth::PERSON,
+            );
         }
     }
     Some(n >= min_pixels)
@@ -101,8 +117,18 @@ impl From<ExitOnArg> for ExitOn {
 }
 
 pub fn run(a: CalibrateArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(a.tolerance.is_finite() && (0.0..1.0).contains(&a.tolerance), "--tolerance must be in [0, 1), got {}", a.tolerance);
-    let cfg = CalibConfig { tolerance: a.tolerance, policy: a.exit_on.into(), seed: a.seed, store_capacity: a.store_capacity, ..CalibConfig::default() };
+    anyhow::ensure!(
+        a.tolerance.is_finite() && (0.0..1.0).contains(&a.tolerance),
+        "--tolerance must be in [0, 1), got {}",
+        a.tolerance
+    );
+    let cfg = CalibConfig {
+        tolerance: a.tolerance,
+        policy: a.exit_on.into(),
+        seed: a.seed,
+        store_capacity: a.store_capacity,
+        ..CalibConfig::default()
+    };
     let frames = a.src.frames()?;
     match a.model.parse::<crate::cli::detect::ModelName>()? {
         crate::cli::detect::ModelName::SsdlitePed => {
@@ -116,17 +142,28 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn calibrate_with<D>(det: &D, frames: &[FrameRef], src: &SourceArgs, cfg: &CalibConfig, out: &Path) -> anyhow::Result<i32>
+fn calibrate_with<D>(
+    det: &D,
+    frames: &[FrameRef],
+    src: &SourceArgs,
+    cfg: &CalibConfig,
+    out: &Path,
+) -> anyhow::Result<i32>
 where
     D: CacheableDetector,
     D::Output: TeacherTarget,
 {
     // The flops profile is per unit; take it from the first readable frame.
-    let first = read_frames(frames).find_map(|(_, f)| f.ok()).ok_or_else(|| anyhow::anyhow!("no readable frame"))?;
+    let first = read_frames(frames)
+        .find_map(|(_, f)| f.ok())
+        .ok_or_else(|| anyhow::anyhow!("no readable frame"))?;
     let (input, _) = det.frame_units(&first)?;
     let profile = det.flops_profile(&input)?;
     let stages = det.candidate_stages(&profile);
-    let layers: Vec<(String, usize)> = stages.iter().map(|&s| (det.stage_names()[s].to_string(), det.stage_channels(s))).collect();
+    let layers: Vec<(String, usize)> = stages
+        .iter()
+        .map(|&s| (det.stage_names()[s].to_string(), det.stage_channels(s)))
+        .collect();
     println!(
         "calibrating {} on {} frames: candidate layers {:?}, tolerance {}, exit on {:?}",
         det.model_name(),
@@ -144,6 +181,9 @@ where
     cal.report.frames = frames.len();
     crate::cache::files::save(out, &cal)?;
     crate::cache::files::print_table(&cal.report);
-    println!("wrote {}/{{exits.ron, heads.safetensors, report.json, exit_*.svg}}", out.display());
+    println!(
+        "wrote {}/{{exits.ron, heads.safetensors, report.json, exit_*.svg}}",
+        out.display()
+    );
     Ok(0)
 }

@@ -1,8 +1,8 @@
 //! `pedcache demo`: the default detector with its committed cache exits over the demo sequence,
 //! frame by frame: early alerts when an exit is confident, full detection otherwise.
 
-use crate::cache::enabled::{CacheEnabled, Resolution};
 use crate::cache::calibrate::CacheableDetector;
+use crate::cache::enabled::{CacheEnabled, Resolution};
 use crate::detect::TeacherTarget;
 use clap::Args;
 use std::path::PathBuf;
@@ -43,14 +43,28 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let (policy, exits) = if a.no_cache {
         (crate::cache::ExitOn::Pedestrian, Vec::new())
     } else {
-        let (f, exits) = crate::cache::files::load(&a.calib)
-            .map_err(|e| anyhow::anyhow!("{} (or run with --no-cache)", crate::error::one_line(&e)))?;
-        anyhow::ensure!(f.model == "ssdlite-ped", "{}: calibrated for {}, the demo runs ssdlite-ped", a.calib.display(), f.model);
+        let (f, exits) = crate::cache::files::load(&a.calib).map_err(|e| {
+            anyhow::anyhow!("{} (or run with --no-cache)", crate::error::one_line(&e))
+        })?;
+        anyhow::ensure!(
+            f.model == "ssdlite-ped",
+            "{}: calibrated for {}, the demo runs ssdlite-ped",
+            a.calib.display(),
+            f.model
+        );
         (f.policy, exits)
     };
-    let mut frames = crate::sim::source::list_frames(&a.source)
-        .map_err(|e| anyhow::anyhow!("{} (run sim/make_demo.sh to make the demo sequence)", crate::error::one_line(&e)))?;
-    anyhow::ensure!(!frames.is_empty(), "{}: no frames found", a.source.display());
+    let mut frames = crate::sim::source::list_frames(&a.source).map_err(|e| {
+        anyhow::anyhow!(
+            "{} (run sim/make_demo.sh to make the demo sequence)",
+            crate::error::one_line(&e)
+        )
+    })?;
+    anyhow::ensure!(
+        !frames.is_empty(),
+        "{}: no frames found",
+        a.source.display()
+    );
     if a.limit > 0 {
         frames.truncate(a.limit);
     }
@@ -62,11 +76,19 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         crate::runtime::threads(),
         if layers.is_empty() { "none".to_string() } else { layers.join(", ") }
     );
-    let cached = CacheEnabled { detector: &model, exits, policy, positive: 1 };
-    let (mut latencies, mut alert_ms, mut with_peds, mut bad) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let cached = CacheEnabled {
+        detector: &model,
+        exits,
+        policy,
+        positive: 1,
+    };
+    let (mut latencies, mut alert_ms, mut with_peds, mut bad) =
+        (Vec::new(), Vec::new(), 0usize, 0usize);
     let mut hits = vec![0usize; layers.len()];
     for path in &frames {
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let frame = match crate::frame::load_rgb(path) {
             Ok(f) => f,
             Err(e) => {
@@ -80,7 +102,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         let mut first_alert: Option<(String, f32, f64)> = None;
         let out = cached.forward(&input, &vec![0; regions.len()], &mut |_, e, p| {
             if p.class == 1 && first_alert.is_none() {
-                first_alert = Some((layers[e].clone(), p.confidence, t0.elapsed().as_secs_f64() * 1e3));
+                first_alert = Some((
+                    layers[e].clone(),
+                    p.confidence,
+                    t0.elapsed().as_secs_f64() * 1e3,
+                ));
             }
         })?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -113,7 +139,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!();
     println!("| frames | bad frames | frames with pedestrians | early alerts | median latency | p95 latency |");
     println!("|-------:|-----------:|------------------------:|-------------:|---------------:|------------:|");
-    let share = format!("{with_peds} ({:.1}%)", 100.0 * with_peds as f64 / latencies.len().max(1) as f64);
+    let share = format!(
+        "{with_peds} ({:.1}%)",
+        100.0 * with_peds as f64 / latencies.len().max(1) as f64
+    );
     println!(
         "| {:>6} | {:>10} | {:>23} | {:>12} | {:>11.1} ms | {:>8.1} ms |",
         latencies.len() + bad,

@@ -39,7 +39,11 @@ pub struct Latency {
 
 fn latency(mut v: Vec<f64>) -> Latency {
     v.sort_by(f64::total_cmp);
-    Latency { mean: v.iter().sum::<f64>() / v.len().max(1) as f64, p50: quantile(&v, 0.5), p95: quantile(&v, 0.95) }
+    Latency {
+        mean: v.iter().sum::<f64>() / v.len().max(1) as f64,
+        p50: quantile(&v, 0.5),
+        p95: quantile(&v, 0.95),
+    }
 }
 
 #[derive(Serialize)]
@@ -114,7 +118,10 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<i32> {
         100.0 * report.latency_cut
     );
     println!("presence vs detector: {}", report.presence.vs_detector);
-    if let (Some(c), Some(f)) = (&report.presence.vs_ground_truth, &report.presence.full_vs_ground_truth) {
+    if let (Some(c), Some(f)) = (
+        &report.presence.vs_ground_truth,
+        &report.presence.full_vs_ground_truth,
+    ) {
         println!("presence vs ground truth: cached {c}; full {f}");
     }
     println!(
@@ -122,23 +129,47 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<i32> {
         report.false_alarms, report.missed, report.detector_empty_frames, report.agreement_on_empty
     );
     for e in &report.exits {
-        println!("exit {}: {} hits (rate {:.3}), cache accuracy {:.3}", e.layer, e.hits, e.hit_rate, e.cache_accuracy);
+        println!(
+            "exit {}: {} hits (rate {:.3}), cache accuracy {:.3}",
+            e.layer, e.hits, e.hit_rate, e.cache_accuracy
+        );
     }
     crate::cli::detect::write_json_atomic(&a.json, &report)?;
     Ok(0)
 }
 
-fn evaluate<D>(det: &D, a: &EvaluateArgs, file: &crate::cache::calibrate::ExitsFile, exits: Vec<crate::cache::enabled::Exit>) -> anyhow::Result<EvalReport>
+fn evaluate<D>(
+    det: &D,
+    a: &EvaluateArgs,
+    file: &crate::cache::calibrate::ExitsFile,
+    exits: Vec<crate::cache::enabled::Exit>,
+) -> anyhow::Result<EvalReport>
 where
     D: CacheableDetector,
     D::Output: TeacherTarget,
 {
-    anyhow::ensure!(file.model == det.model_name(), "{}: calibrated for {}, not {}", a.calib.display(), file.model, det.model_name());
+    anyhow::ensure!(
+        file.model == det.model_name(),
+        "{}: calibrated for {}, not {}",
+        a.calib.display(),
+        file.model,
+        det.model_name()
+    );
     let frames = a.src.frames()?;
     let layers: Vec<String> = exits.iter().map(|e| e.layer.clone()).collect();
-    let cached = CacheEnabled { detector: det, exits, policy: file.policy, positive: file.positive };
-    let (mut lat_full, mut lat_cached, mut fl_full, mut fl_cached) = (Vec::new(), Vec::new(), 0f64, 0f64);
-    let (mut vs_det, mut vs_gt, mut full_gt) = (Confusion::default(), Confusion::default(), Confusion::default());
+    let cached = CacheEnabled {
+        detector: det,
+        exits,
+        policy: file.policy,
+        positive: file.positive,
+    };
+    let (mut lat_full, mut lat_cached, mut fl_full, mut fl_cached) =
+        (Vec::new(), Vec::new(), 0f64, 0f64);
+    let (mut vs_det, mut vs_gt, mut full_gt) = (
+        Confusion::default(),
+        Confusion::default(),
+        Confusion::default(),
+    );
     let mut have_gt = true;
     let (mut units, mut bad) = (0usize, 0usize);
     let mut hits = vec![0usize; layers.len()];
@@ -203,7 +234,11 @@ where
             empty += 1;
             agree_empty += usize::from(!cached_frame);
         }
-        match region_gt(&fref, (0, 0, frame.width, frame.height), a.src.gt_min_pixels) {
+        match region_gt(
+            &fref,
+            (0, 0, frame.width, frame.height),
+            a.src.gt_min_pixels,
+        ) {
             Some(gt) => {
                 vs_gt.add(cached_frame, gt);
                 full_gt.add(det_frame, gt);
@@ -221,9 +256,15 @@ where
         frames: n,
         units,
         bad_frames: bad,
-        flops_per_frame: FullCached { full: fl_full / frames_ok, cached: fl_cached / frames_ok },
+        flops_per_frame: FullCached {
+            full: fl_full / frames_ok,
+            cached: fl_cached / frames_ok,
+        },
         flops_cut: 1.0 - fl_cached / fl_full.max(1.0),
-        latency_ms: FullCached { full: lf, cached: lc },
+        latency_ms: FullCached {
+            full: lf,
+            cached: lc,
+        },
         latency_cut,
         presence: Presence {
             vs_detector: vs_det,
@@ -248,5 +289,8 @@ where
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0
 }

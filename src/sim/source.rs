@@ -78,8 +78,14 @@ pub struct Selection {
 
 /// Parse "A..B" into a pair.
 pub fn parse_range<T: std::str::FromStr>(s: &str) -> anyhow::Result<(T, T)> {
-    let (a, b) = s.split_once("..").ok_or_else(|| anyhow::anyhow!("expected a range A..B, got {s:?}"))?;
-    let p = |v: &str| v.trim().parse::<T>().map_err(|_| anyhow::anyhow!("bad number {v:?} in range {s:?}"));
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| anyhow::anyhow!("expected a range A..B, got {s:?}"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<T>()
+            .map_err(|_| anyhow::anyhow!("bad number {v:?} in range {s:?}"))
+    };
     Ok((p(a)?, p(b)?))
 }
 
@@ -131,7 +137,9 @@ pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> anyhow::Result<Vec
             }
         }
         if let Some((seq, _)) = ids.as_ref() {
-            if (!sel.only_seq.is_empty() && !sel.only_seq.contains(seq)) || sel.not_seq.contains(seq) {
+            if (!sel.only_seq.is_empty() && !sel.only_seq.contains(seq))
+                || sel.not_seq.contains(seq)
+            {
                 continue;
             }
         }
@@ -141,18 +149,25 @@ pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> anyhow::Result<Vec
 }
 
 /// Decode the frames in order; videos are streamed through one ffmpeg process each.
-pub fn read_frames(frames: &[FrameRef]) -> impl Iterator<Item = (FrameRef, anyhow::Result<crate::frame::RgbFrame>)> + '_ {
+pub fn read_frames(
+    frames: &[FrameRef],
+) -> impl Iterator<Item = (FrameRef, anyhow::Result<crate::frame::RgbFrame>)> + '_ {
     let mut video: Option<(PathBuf, crate::sim::video::VideoFrames, usize)> = None;
     frames.iter().map(move |f| {
         let r = match f {
             FrameRef::File(p) => crate::frame::load_rgb(p),
             FrameRef::Video(p, i) => (|| {
-                if video.as_ref().is_none_or(|(vp, _, next)| vp != p || *next > *i) {
+                if video
+                    .as_ref()
+                    .is_none_or(|(vp, _, next)| vp != p || *next > *i)
+                {
                     video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
                 }
                 let (_, it, next) = video.as_mut().ok_or_else(|| anyhow::anyhow!("video"))?;
                 loop {
-                    let (_, frame) = it.next().ok_or_else(|| anyhow::anyhow!("{}: frame {i} missing", p.display()))?;
+                    let (_, frame) = it
+                        .next()
+                        .ok_or_else(|| anyhow::anyhow!("{}: frame {i} missing", p.display()))?;
                     *next += 1;
                     if *next > *i {
                         return frame;

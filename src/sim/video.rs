@@ -8,7 +8,10 @@ use std::process::{Child, Command, Stdio};
 
 pub fn is_video(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("avi" | "mp4" | "mkv" | "mov" | "webm" | "m4v")
     )
 }
@@ -16,14 +19,42 @@ pub fn is_video(p: &Path) -> bool {
 /// Width, height and frame count (ffprobe).
 pub fn probe(path: &Path) -> anyhow::Result<(usize, usize, usize)> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries", "stream=width,height,nb_read_packets", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=width,height,nb_read_packets",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
-        .map_err(|e| anyhow::anyhow!("{}: running ffprobe: {e} (install ffmpeg: scripts/deps.sh)", path.display()))?;
-    anyhow::ensure!(out.status.success(), "{}: not a readable video ({})", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: running ffprobe: {e} (install ffmpeg: scripts/deps.sh)",
+                path.display()
+            )
+        })?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}: not a readable video ({})",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<usize> = text.trim().split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    anyhow::ensure!(v.len() == 3 && v[0] > 0 && v[1] > 0, "{}: ffprobe gave no video size ({text:?})", path.display());
+    let v: Vec<usize> = text
+        .trim()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    anyhow::ensure!(
+        v.len() == 3 && v[0] > 0 && v[1] > 0,
+        "{}: ffprobe gave no video size ({text:?})",
+        path.display()
+    );
     Ok((v[0], v[1], v[2]))
 }
 
@@ -47,7 +78,13 @@ impl VideoFrames {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| anyhow::anyhow!("{}: running ffmpeg: {e}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), width, height, child: Some(child), index: 0 })
+        Ok(Self {
+            path: path.to_path_buf(),
+            width,
+            height,
+            child: Some(child),
+            index: 0,
+        })
     }
 }
 
