@@ -1,7 +1,7 @@
 //! Mask R-CNN ResNet50-FPN latency per part on one 2048x1024 Cityscapes frame, 2 threads, with
 //! deterministic full-width stand-in weights (`standin`, hash variant): the transform, the stem,
 //! each body layer from the previous stage's output, the FPN, the RPN, the box branch of the RoI
-//! heads (at score_thresh 0.05 and 0.0), the mask branch plus paste, and the whole detector (at
+//! heads (at score_thresh 0.05 and 0.0), the mask branch alone and with the paste, and the whole detector (at
 //! 0.05 and 0.0). `scripts/bench_maskrcnn.sh` runs this beside PyTorch eager
 //! (`scripts/torch_reference.py bench`) and prints one table.
 //!
@@ -171,6 +171,16 @@ fn bench(c: &mut Criterion) {
                     .roi_heads
                     .detect_boxes(&levels[..4], 0, &proposals, size)
                     .expect("boxes")
+            })
+        })
+    });
+    g.bench_function("roi_mask", |b| {
+        b.iter(|| {
+            pool.install(|| {
+                model
+                    .roi_heads
+                    .detect_masks(&levels[..4], 0, mask_dets, size)
+                    .expect("masks")
             })
         })
     });

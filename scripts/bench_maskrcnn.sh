@@ -14,17 +14,17 @@ py=${TORCH_PYTHON:-.venv-torch/bin/python}
 if [ ! -x "$py" ]; then py=$(bash scripts/make_torch_venv.sh | tail -1); fi
 # the torch script decodes JPEGs with the project's own decoder, so both sides see the same pixels
 [ -x target/release/pedcache ] || cargo build --release --bin pedcache
-echo "[bench] load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "[bench] pedcache (criterion)" >&2
 rm -f target/criterion/maskrcnn_2t/counts.json
 cargo bench --bench maskrcnn -- --noplot >/dev/null
+load_mid=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "[bench] PyTorch eager" >&2
 torch_json=$(mktemp)
 trap 'rm -f "$torch_json"' EXIT
 "$py" scripts/torch_reference.py bench --threads 2 --runs "${TORCH_RUNS:-5}" --image "$frame" \
     --json "$torch_json" >/dev/null
-echo "[bench] load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 - "$torch_json" <<'PY'
+python3 - "$torch_json" "$load_before" "$load_mid" <<'PY'
 import json, sys
 tj = json.load(open(sys.argv[1]))
 t05, t0 = tj["results"]["box_score_thresh_0.05"], tj["results"]["box_score_thresh_0.0"]
@@ -43,8 +43,11 @@ rows.append(("body (stem..layer4, sum)", sum(r[1] for r in rows[1:]), sum(r[2] f
 rows += [(p, ours(p), ms(t05, p)) for p in ["fpn", "rpn"]]
 rows.append(("roi_box (score_thresh 0.05)", ours("roi_box"), ms(t05, "roi_box")))
 rows.append(("roi_box (score_thresh 0.0)", ours("roi_box_thresh0"), ms(t0, "roi_box")))
-rows.append((f"roi_mask+paste (score_thresh {mthr:g}; {counts['mask_row_detections']} vs {tm['num_detections']} masks)",
-             ours("roi_mask+paste"),
+nm = f"{counts['mask_row_detections']} vs {tm['num_detections']} masks"
+rows.append((f"roi_mask (score_thresh {mthr:g}; {nm})", ours("roi_mask"), ms(tm, "roi_masks")))
+rows.append((f"paste (roi_mask+paste - roi_mask; {nm})", ours("roi_mask+paste") - ours("roi_mask"),
+             ms(tm, "paste_masks")))
+rows.append((f"roi_mask+paste (score_thresh {mthr:g}; {nm})", ours("roi_mask+paste"),
              ms(tm, "roi_masks") + ms(tm, "paste_masks")))
 n05 = (counts["num_detections_thresh_0.05"], t05["num_detections"])
 n0 = (counts["num_detections_thresh_0.0"], t0["num_detections"])
@@ -55,6 +58,9 @@ print(f"2048x1024 frame ({tj['image']}), 2 threads; pedcache: criterion median, 
 print(f"detections: pedcache {counts['num_detections_thresh_0.05']} at 0.05, "
       f"{counts['num_detections_thresh_0.0']} at 0.0 (mask row on {counts['mask_row_detections']}); "
       f"PyTorch {t05['num_detections']} at 0.05, {t0['num_detections']} at 0.0 (mask row on {tm['num_detections']})")
+after = " ".join(open("/proc/loadavg").read().split()[:3])
+print(f"load average (1/5/15 min; 2 of it is this bench's own threads) before: {sys.argv[2]}; "
+      f"between the two sides: {sys.argv[3]}; after: {after}")
 print()
 print("| part | pedcache median (ms) | PyTorch median (ms) | ratio |")
 print("|---|--:|--:|--:|")
