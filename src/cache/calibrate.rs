@@ -20,6 +20,9 @@ use crate::frame::RgbFrame;
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// A unit's region in its frame: `(x, y, w, h)`.
+pub type Region = (usize, usize, usize, usize);
+
 /// A detector the cache engine can calibrate: frames become batches of units (tiles or whole
 /// frames), each with a teacher target.
 pub trait CacheableDetector: Staged
@@ -29,10 +32,7 @@ where
     /// Model name as the CLI spells it.
     fn model_name(&self) -> &'static str;
     /// A frame's units as one batch, and each unit's region in the frame `(x, y, w, h)`.
-    fn frame_units(
-        &self,
-        frame: &RgbFrame,
-    ) -> Result<(Self::Input, Vec<(usize, usize, usize, usize)>)>;
+    fn frame_units(&self, frame: &RgbFrame) -> Result<(Self::Input, Vec<Region>)>;
     /// Candidate stages (paper 3.1): stage outputs the rest of the network depends on alone,
     /// excluding those too close to the output to save much.
     fn candidate_stages(&self, profile: &FlopsProfile) -> Vec<usize>;
@@ -59,7 +59,7 @@ impl CacheableDetector for SsdLite {
     fn model_name(&self) -> &'static str {
         "ssdlite-ped"
     }
-    fn frame_units(&self, frame: &RgbFrame) -> Result<(Tensor, Vec<(usize, usize, usize, usize)>)> {
+    fn frame_units(&self, frame: &RgbFrame) -> Result<(Tensor, Vec<Region>)> {
         let plan = tiles::plan(frame.width, frame.height, TileMode::Auto);
         Ok((
             self.preprocess(frame, &plan)?,
@@ -252,7 +252,7 @@ pub fn progress(what: &str, i: usize, n: usize) {
         return;
     }
     let width = 30;
-    let done = if n == 0 { width } else { i * width / n };
+    let done = (i * width).checked_div(n).unwrap_or(width);
     eprint!(
         "\r[{what:>9}] [{}{}] {i}/{n}",
         "#".repeat(done),
@@ -272,7 +272,7 @@ pub fn collect<D>(
     n_frames: usize,
     candidates: &[usize],
     store: &mut MedialStore,
-    gt: &dyn Fn(usize, (usize, usize, usize, usize)) -> Option<bool>,
+    gt: &dyn Fn(usize, Region) -> Option<bool>,
 ) -> anyhow::Result<usize>
 where
     D: CacheableDetector,

@@ -123,7 +123,7 @@ pub fn load_maskrcnn(weights: Option<&Path>, score_thresh: f32) -> anyhow::Resul
 
 /// Either detector behind the `detect` command.
 pub enum Detector {
-    Ssd(SsdLite, TileMode),
+    Ssd(Box<SsdLite>, TileMode),
     Rcnn(Box<MaskRcnn>),
 }
 
@@ -135,7 +135,7 @@ impl Detector {
         score_thresh: f32,
     ) -> anyhow::Result<Self> {
         Ok(match name.parse::<ModelName>()? {
-            ModelName::SsdlitePed => Detector::Ssd(load_ssdlite(weights)?, tiles),
+            ModelName::SsdlitePed => Detector::Ssd(Box::new(load_ssdlite(weights)?), tiles),
             ModelName::MaskRcnnR50Fpn => {
                 Detector::Rcnn(Box::new(load_maskrcnn(weights, score_thresh)?))
             }

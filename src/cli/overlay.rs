@@ -88,8 +88,8 @@ fn tint(img: &mut RgbFrame, m: &MaskCrop, rgb: [u8; 3]) {
                 let (gx, gy) = (m.x + x, m.y + y);
                 if gx < img.width && gy < img.height {
                     let i = (gy * img.width + gx) * 3;
-                    for c in 0..3 {
-                        img.data[i + c] = ((img.data[i + c] as u16 + rgb[c] as u16) / 2) as u8;
+                    for (v, &t) in img.data[i..i + 3].iter_mut().zip(&rgb) {
+                        *v = ((*v as u16 + t as u16) / 2) as u8;
                     }
                 }
             }
