@@ -10,5 +10,6 @@ pub mod convert;
 pub mod detect;
 pub mod error;
 pub mod frame;
+pub mod node;
 pub mod runtime;
 pub mod sim;

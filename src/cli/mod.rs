@@ -7,6 +7,7 @@ pub mod demo;
 pub mod detect;
 pub mod evaluate;
 pub mod overlay;
+pub mod replay;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Run the cache-enabled and the full detector side by side on frames.
     Evaluate(evaluate::EvaluateArgs),
+    /// Replay sequences through the real-time node against a per-frame deadline.
+    Replay(replay::ReplayArgs),
     /// Benchmarks of the compute engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Replay(a) => replay::run(a),
         Command::Decode { input, png } => {
             let f = crate::frame::load_rgb(&input)?;
             image::RgbImage::from_raw(f.width as u32, f.height as u32, f.data)

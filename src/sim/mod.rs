@@ -3,5 +3,6 @@
 
 pub mod groundtruth;
 pub mod metrics;
+pub mod replay;
 pub mod source;
 pub mod video;

@@ -1,0 +1,153 @@
+//! `pedcache replay`: replay sequences through the real-time node against a per-frame deadline,
+//! write the run's report (and optionally every alert as JSON lines), print a summary.
+//! Ctrl-C / SIGTERM stops the source; frames in flight are drained and the report is written.
+
+use crate::node::config::NodeConfig;
+use crate::node::HitPolicy;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Scenario / node configuration (RON); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// ssdlite-ped | maskrcnn-r50-fpn.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Sources (folders, images, videos); repeatable.
+    #[arg(long, num_args = 1..)]
+    pub source: Vec<PathBuf>,
+    /// Cache exits (calibration folder).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Run without cache exits (full detector on every frame).
+    #[arg(long, conflicts_with = "calib")]
+    pub no_cache: bool,
+    /// exit | alert_then_continue.
+    #[arg(long)]
+    pub policy: Option<HitPolicy>,
+    /// Camera rate, frames/s.
+    #[arg(long, conflicts_with = "max_speed")]
+    pub fps: Option<f64>,
+    /// As fast as perception goes, in lockstep (no drops).
+    #[arg(long)]
+    pub max_speed: bool,
+    #[arg(long)]
+    pub deadline_ms: Option<f64>,
+    #[arg(long)]
+    pub queue: Option<usize>,
+    #[arg(long)]
+    pub score_thresh: Option<f32>,
+    #[arg(long)]
+    pub gt_min_pixels: Option<usize>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long)]
+    pub report: PathBuf,
+    /// Every alert, one JSON object a line.
+    #[arg(long)]
+    pub alerts: Option<PathBuf>,
+}
+
+/// The file's config (or defaults), with the flags applied, validated.
+pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
+    let mut c = match &a.config {
+        Some(p) => NodeConfig::load(p)?,
+        None => {
+            anyhow::ensure!(!a.source.is_empty(), "give --config FILE or --source PATH");
+            let mut c = NodeConfig::with_sources(a.source.clone());
+            c.fps = Some(17.0);
+            c
+        }
+    };
+    if !a.source.is_empty() {
+        c.sources = a.source.clone();
+    }
+    if let Some(m) = &a.model {
+        c.model = m.clone();
+    }
+    if a.weights.is_some() {
+        c.weights = a.weights.clone();
+    }
+    if a.calib.is_some() {
+        c.calib = a.calib.clone();
+    }
+    if a.no_cache {
+        c.calib = None;
+    }
+    if let Some(p) = a.policy {
+        c.policy = p;
+    }
+    if let Some(f) = a.fps {
+        c.fps = Some(f);
+        c.max_speed = false;
+    }
+    if a.max_speed {
+        c.max_speed = true;
+    }
+    if let Some(d) = a.deadline_ms {
+        c.deadline_ms = d;
+    }
+    if let Some(q) = a.queue {
+        c.queue = q;
+    }
+    if let Some(s) = a.score_thresh {
+        c.score_thresh = s;
+    }
+    if let Some(g) = a.gt_min_pixels {
+        c.gt_min_pixels = g;
+    }
+    if let Some(l) = a.limit {
+        c.limit = l;
+    }
+    let name = a
+        .config
+        .as_ref()
+        .map_or_else(|| "command line".to_string(), |p| p.display().to_string());
+    c.validate()
+        .map_err(|(_, reason)| anyhow::anyhow!("{name}: {reason}"))?;
+    Ok(c)
+}
+
+pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
+    let cfg = config(&a)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Only the first handler per process installs; a second replay in-process keeps it.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let (file, exits) = match &cfg.calib {
+        Some(dir) => {
+            let (f, e) = crate::cache::files::load(dir)?;
+            (Some(f), e)
+        }
+        None => (None, Vec::new()),
+    };
+    let alerts: Option<Box<dyn std::io::Write + Send>> = match &a.alerts {
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let report = match cfg.model.parse::<crate::cli::detect::ModelName>()? {
+        crate::cli::detect::ModelName::SsdlitePed => {
+            let m = crate::cli::detect::load_ssdlite(cfg.weights.as_deref())?;
+            crate::sim::replay::replay(&m, &cfg, exits, file.as_ref(), alerts, &stop)?
+        }
+        crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
+            let m = crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05)?;
+            crate::sim::replay::replay(&m, &cfg, exits, file.as_ref(), alerts, &stop)?
+        }
+    };
+    crate::cli::detect::write_json_atomic(&a.report, &report)?;
+    print!("{}", report.summary());
+    println!("report: {}", a.report.display());
+    Ok(0)
+}

@@ -1,0 +1,202 @@
+//! The node's configuration (RON scenarios under `sim/`), validated at load. Errors name the
+//! file, the line and column where known, and the reason. Relative paths are taken from the
+//! current directory (the repository root for the bundled scenarios).
+
+use super::HitPolicy;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+fn default_model() -> String {
+    "ssdlite-ped".into()
+}
+fn default_deadline() -> f64 {
+    100.0
+}
+fn default_queue() -> usize {
+    2
+}
+fn default_score() -> f32 {
+    0.5
+}
+fn default_gt_min_pixels() -> usize {
+    2000
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `ssdlite-ped` or `maskrcnn-r50-fpn`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Detector weights (SSDLite defaults to models/ssdlite_ped.safetensors).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Calibrated cache exits; `None` runs the full detector on every frame.
+    #[serde(default)]
+    pub calib: Option<PathBuf>,
+    /// Cityscapes-style folders, image folders, image files or videos, replayed in order.
+    pub sources: Vec<PathBuf>,
+    /// Camera rate (frames/s); ignored when `max_speed`.
+    #[serde(default)]
+    pub fps: Option<f64>,
+    /// Replay as fast as perception goes, in lockstep (no drops; deterministic).
+    #[serde(default)]
+    pub max_speed: bool,
+    /// Per-frame deadline, capture -> last alert, ms.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: f64,
+    #[serde(default)]
+    pub policy: HitPolicy,
+    /// Pending frames between source and perception (the oldest is dropped beyond it).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Detector score at which a detection counts as a pedestrian.
+    #[serde(default = "default_score")]
+    pub score_thresh: f32,
+    /// Ground truth: a frame shows a pedestrian with at least this many person pixels.
+    #[serde(default = "default_gt_min_pixels")]
+    pub gt_min_pixels: usize,
+    /// Stop after this many frames (0 = all).
+    #[serde(default)]
+    pub limit: usize,
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but the sources.
+    pub fn with_sources(sources: Vec<PathBuf>) -> Self {
+        Self {
+            model: default_model(),
+            weights: None,
+            calib: None,
+            sources,
+            fps: None,
+            max_speed: false,
+            deadline_ms: default_deadline(),
+            policy: HitPolicy::default(),
+            queue: default_queue(),
+            score_thresh: default_score(),
+            gt_min_pixels: default_gt_min_pixels(),
+            limit: 0,
+        }
+    }
+
+    /// Parse and validate a RON file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate RON text; `name` is used in errors.
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+        // Optional values are written plainly (`fps: 17.0`, not `fps: Some(17.0)`).
+        let cfg: NodeConfig = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(text)
+            .map_err(|e| {
+                anyhow::anyhow!("{name}:{}:{}: {}", e.position.line, e.position.col, e.code)
+            })?;
+        cfg.validate()
+            .map_err(|(key, reason)| match line_of(text, key) {
+                Some(l) => anyhow::anyhow!("{name}:{l}: {reason}"),
+                None => anyhow::anyhow!("{name}: {reason}"),
+            })?;
+        Ok(cfg)
+    }
+
+    /// Check values; on failure, the offending key and the reason.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !matches!(self.model.as_str(), "ssdlite-ped" | "maskrcnn-r50-fpn") {
+            return Err((
+                "model",
+                format!(
+                    "unknown model {:?} (ssdlite-ped | maskrcnn-r50-fpn)",
+                    self.model
+                ),
+            ));
+        }
+        if let Some(f) = self.fps {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(("fps", format!("fps must be > 0, got {f}")));
+            }
+        }
+        if self.fps.is_none() && !self.max_speed {
+            return Err(("fps", "give fps or max_speed: true".into()));
+        }
+        if !(self.deadline_ms.is_finite() && self.deadline_ms > 0.0) {
+            return Err((
+                "deadline_ms",
+                format!("deadline_ms must be > 0, got {}", self.deadline_ms),
+            ));
+        }
+        if self.queue < 1 {
+            return Err(("queue", "queue must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.score_thresh) {
+            return Err((
+                "score_thresh",
+                format!("score_thresh must be in 0..=1, got {}", self.score_thresh),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(("sources", "no sources".into()));
+        }
+        for s in &self.sources {
+            if !s.exists() {
+                return Err((
+                    "sources",
+                    format!("{}: no such file or folder", s.display()),
+                ));
+            }
+        }
+        if let Some(w) = &self.weights {
+            if !w.is_file() {
+                return Err(("weights", format!("{}: no such file", w.display())));
+            }
+        }
+        if let Some(c) = &self.calib {
+            if !c.is_dir() {
+                return Err(("calib", format!("{}: no such folder", c.display())));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line of the first `key:` in the text.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let e = NodeConfig::parse(
+            "(\n  sources: [\"src\"],\n  fps: 17.0,\n  bogus: 1,\n)",
+            "x.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("x.ron:4:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = NodeConfig::parse("(\n  sources: [\"src\"],\n  fps: -1.0,\n)", "y.ron")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "y.ron:3: fps must be > 0, got -1");
+        let ok = NodeConfig::parse(
+            "(sources: [\"src\"], max_speed: true, policy: alert_then_continue)",
+            "z",
+        )
+        .unwrap();
+        assert_eq!(ok.policy, HitPolicy::AlertThenContinue);
+    }
+}
