@@ -142,6 +142,37 @@ def export_onnx(body, h, w, path):
         return "dynamo"
 
 
+def write_json(path, gflop, results, loadavg_start, exporters, checks, ort, partial):
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "torch_mkldnn": torch.backends.mkldnn.is_available(),
+        "onnx_exporter": exporters,
+        "cpu": platform.processor() or platform.machine(),
+        "nproc": os.cpu_count(),
+    }
+    try:
+        import onnx
+        versions["onnx"] = onnx.__version__
+    except ImportError:
+        pass
+    out = {"gflop": gflop, "results": results, "loadavg": list(os.getloadavg()),
+           "loadavg_start": loadavg_start, "versions": versions}
+    if checks:
+        out["checks"] = checks
+    if partial:
+        out["partial"] = True
+    if path:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=2)
+        os.replace(tmp, path)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -233,36 +264,17 @@ def main():
                           f"(median {med:.1f} ms){more}", file=sys.stderr)
                 r["attempts"] = attempt + 1
                 results.append(r)
+                # Rewritten after every point so an interrupted run keeps what it measured.
+                write_json(args.json, gflop, results, loadavg_start, exporters, checks, ort, partial=True)
                 oc = "?" if r["other_cpu"] is None else f"{r['other_cpu']:.2f}"
                 print(f"[peers] {size} t={t} {eng:11s} median {r['median_ms']:9.1f} ms  "
                       f"min {r['min_ms']:9.1f} ms  {r['gflops_per_s']:6.1f} GFLOP/s  "
                       f"(load1 {r['loadavg1_before']:.2f}, other-cpu {oc}, own-cpu {r['own_cpu']:.2f}, "
                       f"attempt {r['attempt'] + 1}/{r['attempts']})", file=sys.stderr)
 
-    loadavg_end = list(os.getloadavg())
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "onnxruntime": ort.__version__,
-        "numpy": np.__version__,
-        "torch_mkldnn": torch.backends.mkldnn.is_available(),
-        "onnx_exporter": exporters,
-        "cpu": platform.processor() or platform.machine(),
-        "nproc": os.cpu_count(),
-    }
-    try:
-        import onnx
-        versions["onnx"] = onnx.__version__
-    except ImportError:
-        pass
-    out = {"gflop": gflop, "results": results, "loadavg": loadavg_end,
-           "loadavg_start": loadavg_start, "versions": versions}
-    if checks:
-        out["checks"] = checks
+    out = write_json(args.json, gflop, results, loadavg_start, exporters, checks, ort, partial=False)
+    loadavg_end = out["loadavg"]
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
         print(f"[peers] wrote {args.json}", file=sys.stderr)
 
     print("| size | GFLOP | threads | engine | median ms | min ms | GFLOP/s | other-cpu |")

@@ -166,6 +166,13 @@ def resolve_repo_path(p):
 # ----------------------------------------------------------------------------- fixtures
 
 
+def probe_positions(h, w, n=60):
+    """Corners plus n scattered (y, x) positions: enough to check a resize, too few to be an image."""
+    pts = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
+    pts += [((k * 37 + 11) % h, (k * 91 + 7) % w) for k in range(n)]
+    return np.array(pts, dtype=np.int64)
+
+
 def cmd_fixtures(a):
     from safetensors.numpy import save_file
 
@@ -178,14 +185,13 @@ def cmd_fixtures(a):
 
     # (name, root, source relative to root, absolute path, crop)
     cases = []
-    for rel in PENNFUDAN_CASES:
-        stem = Path(rel).stem
-        cases.append((f"pennfudan_{stem}", "data", rel, data / rel, None))
-    for rel in CITYSCAPES_CASES:
-        stem = Path(rel).stem.replace("_leftImg8bit", "")
-        cases.append((f"cityscapes_{stem}", "data", rel, data / rel, None))
+    # Case names are numbered, not the data's own file names (the manifest records the source).
+    for k, rel in enumerate(PENNFUDAN_CASES, 1):
+        cases.append((f"pennfudan_{k}", "data", rel, data / rel, None))
+    for k, rel in enumerate(CITYSCAPES_CASES, 1):
+        cases.append((f"cityscapes_{k}", "data", rel, data / rel, None))
         for i, rect in enumerate(square_tiles(2048, 1024)):
-            cases.append((f"cityscapes_{stem}_tile{i}", "data", rel, data / rel, rect))
+            cases.append((f"cityscapes_{k}_tile{i}", "data", rel, data / rel, rect))
     for rel in DEMO_CASES:
         stem = Path(rel).stem.replace("_leftImg8bit", "")
         src = demo / rel
@@ -225,7 +231,14 @@ def cmd_fixtures(a):
             "num_detections": num.reshape(1).astype(np.float32),
         }
         if want_pre:
-            tensors["preprocessed"] = res[6][0].astype(np.float32)
+            # Not the image itself (the data's terms forbid redistribution): per-channel stats and
+            # 64 scattered probe pixels of the preprocessed input.
+            pre = res[6][0].astype(np.float32)
+            yx = probe_positions(pre.shape[0], pre.shape[1])
+            tensors["preprocessed_probe_yx"] = yx
+            tensors["preprocessed_probe"] = pre[yx[:, 0], yx[:, 1], :]
+            tensors["preprocessed_stats"] = np.stack(
+                [pre.mean((0, 1)), pre.std((0, 1)), pre.min((0, 1)), pre.max((0, 1))], 1).astype(np.float32)
         fname = f"{name}.safetensors"
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / fname))
         os.chmod(out / fname, 0o644)

@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 NARROW_CASES = [
     ("city_000000_000010", "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000000_000010_leftImg8bit.jpg"),
     ("city_000005_000020", "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000005_000020_leftImg8bit.jpg"),
-    ("pennfudan_FudanPed00004", "pennfudan/PNGImages/FudanPed00004.png"),
+    ("pennfudan_1", "pennfudan/PNGImages/FudanPed00004.png"),
 ]
 FULLWIDTH_CASE = "cityscapes-seq/leftImg8bit_sequence/train/aachen/aachen_000000_000010_leftImg8bit.jpg"
 
@@ -377,14 +377,13 @@ def narrow_case(model, cap, rgb, name):
     t["batch_size_hw"] = torch.tensor([Hp, Wp], dtype=torch.int64)
     t["transformed_stats"] = per_channel_stats(batch)
     t["transformed_stats_valid"] = per_channel_stats(batch[:, :, :rh, :rw])
-    cy, cx = Hp // 2 - 16, Wp // 2 - 16
-    t["transformed_crop"] = batch[0, :, 0:32, 0:32].clone()
-    t["transformed_crop_centre"] = batch[0, :, cy : cy + 32, cx : cx + 32].clone()
-    t["transformed_crop_centre_offset"] = torch.tensor([cy, cx], dtype=torch.int64)
-    # bottom-right corner of the valid (unpadded) region: exercises the interpolation edge + padding
-    by, bx = max(0, rh - 16), max(0, rw - 16)
-    t["transformed_crop_br"] = batch[0, :, by : by + 32, bx : bx + 32].clone()
-    t["transformed_crop_br_offset"] = torch.tensor([by, bx], dtype=torch.int64)
+    # Not the image itself (the data's terms forbid redistribution): 64 probe pixels of the valid
+    # region, corners included (they exercise the interpolation edge).
+    pts = [(0, 0), (0, rw - 1), (rh - 1, 0), (rh - 1, rw - 1)]
+    pts += [((k * 37 + 11) % rh, (k * 91 + 7) % rw) for k in range(60)]
+    yx = torch.tensor(pts, dtype=torch.int64)
+    t["transformed_probe_yx"] = yx
+    t["transformed_probe"] = batch[0][:, yx[:, 0], yx[:, 1]].clone()
 
     # -- body
     stem = rec["stem"]

@@ -89,23 +89,26 @@ fn raw_outputs_and_detections_match_tensorflow() {
         assert_eq!((tile.w, tile.h), (case.width, case.height), "{}", case.name);
         let fx = load_fixture(&case.file);
         let input = model.preprocess(&frame, &[tile]).expect("preprocess");
-        if let Some(pre) = fx.get("preprocessed") {
-            // TF holds it NHWC; ours is NCHW.
-            let ours = input
-                .squeeze(0)
-                .unwrap()
-                .permute((1, 2, 0))
-                .unwrap()
-                .flatten_all()
-                .unwrap();
-            let e = (ours - pre.flatten_all().unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max(0)
-                .unwrap();
-            let e: f32 = e.to_scalar().unwrap();
-            assert!(e < 1e-5, "{}: preprocessed input differs by {e}", case.name);
+        if let (Some(yx), Some(probe)) = (fx.get("preprocessed_probe_yx"), fx.get("preprocessed_probe")) {
+            // TF's preprocessed input at probe pixels (NHWC); ours is NCHW.
+            let yx: Vec<i64> = yx.flatten_all().unwrap().to_vec1().unwrap();
+            let want: Vec<Vec<f32>> = probe.to_vec2().unwrap();
+            let ours: Vec<f32> = input.flatten_all().unwrap().to_vec1().unwrap();
+            let plane = 300 * 300;
+            let mut e = 0f32;
+            for (k, w) in want.iter().enumerate() {
+                let (y, x) = (yx[2 * k] as usize, yx[2 * k + 1] as usize);
+                for c in 0..3 {
+                    e = e.max((ours[c * plane + y * 300 + x] - w[c]).abs());
+                }
+            }
+            assert!(e < 1e-5, "{}: preprocessed input differs by {e} at probe pixels", case.name);
+            let stats: Vec<Vec<f32>> = fx["preprocessed_stats"].to_vec2().unwrap();
+            for (c, st) in stats.iter().enumerate() {
+                let v = &ours[c * plane..(c + 1) * plane];
+                let mean = v.iter().map(|&x| x as f64).sum::<f64>() / plane as f64;
+                assert!((mean - st[0] as f64).abs() < 1e-5, "{}: channel {c} mean {mean} vs {}", case.name, st[0]);
+            }
         }
         // Raw head outputs.
         let mut st = model.start(&input).unwrap();
