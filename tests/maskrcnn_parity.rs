@@ -160,11 +160,19 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
                 e = e.max((batch[(c * hp + y) * wp + x] - w).abs());
             }
         }
-        let stats: Vec<Vec<f32>> = fx["transformed_stats"].to_dtype(DType::F32).unwrap().to_vec2().unwrap();
+        let stats: Vec<Vec<f32>> = fx["transformed_stats"]
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         for (c, st) in stats.iter().enumerate() {
             let v = &batch[c * hp * wp..(c + 1) * hp * wp];
             let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-            assert!((mean - st[0] as f64).abs() < 1e-5, "{name}: channel {c} mean {mean} vs {}", st[0]);
+            assert!(
+                (mean - st[0] as f64).abs() < 1e-5,
+                "{name}: channel {c} mean {mean} vs {}",
+                st[0]
+            );
         }
         eprintln!("{name}: transformed input max abs err at 64 probe pixels {e:.1e}");
         assert!(e <= 1e-5, "{name}: transformed input");

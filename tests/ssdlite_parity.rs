@@ -89,7 +89,10 @@ fn raw_outputs_and_detections_match_tensorflow() {
         assert_eq!((tile.w, tile.h), (case.width, case.height), "{}", case.name);
         let fx = load_fixture(&case.file);
         let input = model.preprocess(&frame, &[tile]).expect("preprocess");
-        if let (Some(yx), Some(probe)) = (fx.get("preprocessed_probe_yx"), fx.get("preprocessed_probe")) {
+        if let (Some(yx), Some(probe)) = (
+            fx.get("preprocessed_probe_yx"),
+            fx.get("preprocessed_probe"),
+        ) {
             // TF's preprocessed input at probe pixels (NHWC); ours is NCHW.
             let yx: Vec<i64> = yx.flatten_all().unwrap().to_vec1().unwrap();
             let want: Vec<Vec<f32>> = probe.to_vec2().unwrap();
@@ -102,12 +105,21 @@ fn raw_outputs_and_detections_match_tensorflow() {
                     e = e.max((ours[c * plane + y * 300 + x] - w[c]).abs());
                 }
             }
-            assert!(e < 1e-5, "{}: preprocessed input differs by {e} at probe pixels", case.name);
+            assert!(
+                e < 1e-5,
+                "{}: preprocessed input differs by {e} at probe pixels",
+                case.name
+            );
             let stats: Vec<Vec<f32>> = fx["preprocessed_stats"].to_vec2().unwrap();
             for (c, st) in stats.iter().enumerate() {
                 let v = &ours[c * plane..(c + 1) * plane];
                 let mean = v.iter().map(|&x| x as f64).sum::<f64>() / plane as f64;
-                assert!((mean - st[0] as f64).abs() < 1e-5, "{}: channel {c} mean {mean} vs {}", case.name, st[0]);
+                assert!(
+                    (mean - st[0] as f64).abs() < 1e-5,
+                    "{}: channel {c} mean {mean} vs {}",
+                    case.name,
+                    st[0]
+                );
             }
         }
         // Raw head outputs.

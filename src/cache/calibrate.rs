@@ -320,7 +320,8 @@ where
     Ok(units)
 }
 
-fn argmax(v: &[f32]) -> usize {
+/// Index of the largest value (the first on ties).
+pub fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
         .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })

@@ -1,7 +1,7 @@
 //! `pedcache evaluate`: the cache-enabled detector and the full detector on every frame, in one
 //! run: FLOPs, latency, presence against the detector and against ground truth, per-exit hits.
 
-use crate::cache::calibrate::CacheableDetector;
+use crate::cache::calibrate::{argmax, CacheableDetector};
 use crate::cache::enabled::{CacheEnabled, Resolution};
 use crate::cli::calibrate::{region_gt, SourceArgs};
 use crate::cli::demo::quantile;
@@ -286,11 +286,4 @@ where
             })
             .collect(),
     })
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0
 }

@@ -2,22 +2,10 @@
 //! lateral convs, nearest-neighbour top-down path, 3x3 output convs, and a stride-2 subsample of
 //! the coarsest output as the extra "pool" level.
 
+use super::weights::conv_with_bias;
 use crate::detect::ops::conv::{Conv2d, ConvSpec, Padding};
 use candle_core::{Result, Tensor};
 use std::collections::HashMap;
-
-fn conv(sd: &HashMap<String, Tensor>, p: &str, spec: ConvSpec) -> Result<Conv2d> {
-    let get = |k: String| {
-        sd.get(&k)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
-    };
-    Conv2d::new(
-        spec,
-        get(format!("{p}.weight"))?,
-        Some(get(format!("{p}.bias"))?),
-    )
-}
 
 #[derive(Clone, Debug)]
 pub struct Fpn {
@@ -45,12 +33,12 @@ impl Fpn {
         let mut inner = Vec::new();
         let mut layer = Vec::new();
         for (i, &cin) in in_channels.iter().enumerate() {
-            inner.push(conv(
+            inner.push(conv_with_bias(
                 sd,
                 &format!("backbone.fpn.inner_blocks.{i}.0"),
                 ConvSpec::new(cin, c, 1),
             )?);
-            layer.push(conv(
+            layer.push(conv_with_bias(
                 sd,
                 &format!("backbone.fpn.layer_blocks.{i}.0"),
                 ConvSpec::new(c, c, 3).padding(Padding::symmetric(1)),

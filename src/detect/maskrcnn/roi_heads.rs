@@ -2,6 +2,7 @@
 //! class scores and per-class box deltas -> post-processing; then MultiScaleRoIAlign 14x14 on the
 //! kept boxes -> four 3x3 convs -> 2x2 transposed conv -> per-class 28x28 mask logits.
 
+use super::weights::{conv_with_bias, tensor};
 use crate::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
 use crate::detect::ops::roi_align::multiscale_roi_align;
 use crate::detect::ops::tv_boxes::{
@@ -52,14 +53,9 @@ struct Linear {
 
 impl Linear {
     fn load(sd: &HashMap<String, Tensor>, p: &str) -> Result<Self> {
-        let get = |k: String| {
-            sd.get(&k)
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
-        };
         Ok(Self {
-            w: get(format!("{p}.weight"))?,
-            b: get(format!("{p}.bias"))?,
+            w: tensor(sd, &format!("{p}.weight"))?,
+            b: tensor(sd, &format!("{p}.bias"))?,
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -89,22 +85,17 @@ impl RoiHeads {
         mask_pred: usize,
         classes: usize,
     ) -> Result<Self> {
-        let get = |k: &str| {
-            sd.get(k)
-                .cloned()
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
-        };
+        let get = |k: &str| tensor(sd, k);
         let mut mask_convs = Vec::new();
         let mut cin = c;
         for (i, &w) in mask_layers.iter().enumerate() {
             let spec = ConvSpec::new(cin, w, 3)
                 .padding(Padding::symmetric(1))
                 .activation(Activation::Relu);
-            let p = format!("roi_heads.mask_head.{i}.0");
-            mask_convs.push(Conv2d::new(
+            mask_convs.push(conv_with_bias(
+                sd,
+                &format!("roi_heads.mask_head.{i}.0"),
                 spec,
-                get(&format!("{p}.weight"))?,
-                Some(get(&format!("{p}.bias"))?),
             )?);
             cin = w;
         }

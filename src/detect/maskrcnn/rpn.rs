@@ -2,6 +2,7 @@
 //! 3x3 conv + ReLU shared over levels, objectness and box deltas per anchor, per-level top-n by
 //! objectness, decode, clip, drop small and low-scoring boxes, NMS per level, keep the best.
 
+use super::weights::conv_with_bias;
 use crate::detect::ops::anchors::AnchorGenerator;
 use crate::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
 use crate::detect::ops::tv_boxes::{batched_nms, clip_to_image, decode, remove_small, RPN_WEIGHTS};
@@ -39,35 +40,22 @@ pub struct Rpn {
     pub config: RpnConfig,
 }
 
-fn conv(sd: &HashMap<String, Tensor>, p: &str, spec: ConvSpec) -> Result<Conv2d> {
-    let get = |k: String| {
-        sd.get(&k)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
-    };
-    Conv2d::new(
-        spec,
-        get(format!("{p}.weight"))?,
-        Some(get(format!("{p}.bias"))?),
-    )
-}
-
 impl Rpn {
     pub fn load(sd: &HashMap<String, Tensor>, c: usize, anchors_per_cell: usize) -> Result<Self> {
         Ok(Self {
-            conv: conv(
+            conv: conv_with_bias(
                 sd,
                 "rpn.head.conv.0.0",
                 ConvSpec::new(c, c, 3)
                     .padding(Padding::symmetric(1))
                     .activation(Activation::Relu),
             )?,
-            cls_logits: conv(
+            cls_logits: conv_with_bias(
                 sd,
                 "rpn.head.cls_logits",
                 ConvSpec::new(c, anchors_per_cell, 1),
             )?,
-            bbox_pred: conv(
+            bbox_pred: conv_with_bias(
                 sd,
                 "rpn.head.bbox_pred",
                 ConvSpec::new(c, 4 * anchors_per_cell, 1),

@@ -314,17 +314,33 @@ pub fn check(
     }
 }
 
+/// One tensor of a state dict by name, or an error naming it.
+pub fn tensor(sd: &HashMap<String, Tensor>, key: &str) -> candle_core::Result<Tensor> {
+    sd.get(key)
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {key}")))
+}
+
+/// A conv layer `{prefix}.weight` + `{prefix}.bias` (no batch norm).
+pub fn conv_with_bias(
+    sd: &HashMap<String, Tensor>,
+    prefix: &str,
+    spec: crate::detect::ops::conv::ConvSpec,
+) -> candle_core::Result<crate::detect::ops::conv::Conv2d> {
+    crate::detect::ops::conv::Conv2d::new(
+        spec,
+        tensor(sd, &format!("{prefix}.weight"))?,
+        Some(tensor(sd, &format!("{prefix}.bias"))?),
+    )
+}
+
 /// A conv weight with its FrozenBatchNorm folded in: returns (weight, bias).
 pub fn fold_bn(
     sd: &HashMap<String, Tensor>,
     conv: &str,
     bn: &str,
 ) -> candle_core::Result<(Tensor, Tensor)> {
-    let get = |k: String| {
-        sd.get(&k)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {k}")))
-    };
+    let get = |k: String| tensor(sd, &k);
     let w = get(format!("{conv}.weight"))?;
     let gamma = get(format!("{bn}.weight"))?.to_dtype(DType::F64)?;
     let beta = get(format!("{bn}.bias"))?.to_dtype(DType::F64)?;
