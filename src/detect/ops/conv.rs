@@ -11,6 +11,7 @@
 //! activation runs on the rows while they are still in cache. On non-CPU devices the layer falls
 //! back to candle's own ops (padding applied explicitly, so TF "SAME" stays asymmetric).
 
+use super::conv_igemm::{self, PackedWeights};
 use super::conv_kernels::{depthwise, gemm_conv, Epilogue, Geometry};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -162,6 +163,9 @@ pub struct Conv2d {
     /// The same weights as a flat row-major `[out, in/groups * kh * kw]` matrix for the CPU kernels.
     w: std::sync::Arc<Vec<f32>>,
     b: std::sync::Arc<Vec<f32>>,
+    /// The weights regrouped for the AVX-512 implicit-GEMM kernel, packed once here at load
+    /// (None for grouped convs or CPUs without AVX-512, which take the GEMM path).
+    packed: Option<std::sync::Arc<PackedWeights>>,
 }
 
 impl Conv2d {
@@ -207,12 +211,20 @@ impl Conv2d {
         if let Some(i) = w.iter().chain(b.iter()).position(|v| !v.is_finite()) {
             candle_core::bail!("conv weights hold a non-finite value (element {i})");
         }
+        let packed = (spec.groups == 1 && conv_igemm::available()).then(|| {
+            std::sync::Arc::new(PackedWeights::new(
+                &w,
+                spec.out_channels,
+                spec.in_channels * kh * kw,
+            ))
+        });
         Ok(Self {
             spec,
             weight,
             bias,
             w: std::sync::Arc::new(w),
             b: std::sync::Arc::new(b),
+            packed,
         })
     }
 
@@ -273,14 +285,10 @@ impl Conv2d {
     ) -> Result<(Vec<f32>, usize, usize)> {
         let s = &self.spec;
         let (oh, ow, top, left) = s.geometry(h, w)?;
-        let mut out = vec![0f32; n * s.out_channels * oh * ow];
+        let total = n * s.out_channels * oh * ow;
         if let Some(r) = residual {
-            if r.len() != out.len() {
-                candle_core::bail!(
-                    "residual holds {} values, conv output {}",
-                    r.len(),
-                    out.len()
-                );
+            if r.len() != total {
+                candle_core::bail!("residual holds {} values, conv output {total}", r.len());
             }
         }
         let in_img = s.in_channels * h * w;
@@ -293,6 +301,24 @@ impl Conv2d {
             top,
             left,
         };
+        if let Some(packed) = &self.packed {
+            // The kernel writes every output value exactly once, so the buffer is not zeroed
+            // first (a zeroing pass over a 32 MB layer1 output costs as much as the conv).
+            let mut out: Vec<f32> = Vec::with_capacity(total);
+            let spare = &mut out.spare_capacity_mut()[..total];
+            for (i, (xi, oi)) in x
+                .chunks_exact(in_img)
+                .zip(spare.chunks_exact_mut(out_img))
+                .enumerate()
+            {
+                let residual = residual.map(|r| &r[i * out_img..(i + 1) * out_img]);
+                conv_igemm::conv(s, &g, packed, &self.b, xi, residual, oi);
+            }
+            // SAFETY: conv_igemm::conv initialised all `total` values above.
+            unsafe { out.set_len(total) };
+            return Ok((out, oh, ow));
+        }
+        let mut out = vec![0f32; total];
         if s.groups == s.in_channels && s.groups == s.out_channels && s.groups > 1 {
             depthwise(
                 s,

@@ -3,6 +3,7 @@
 pub mod anchors;
 pub mod boxes;
 pub mod conv;
+mod conv_igemm;
 mod conv_kernels;
 pub mod interp;
 pub mod nms;
