@@ -122,13 +122,14 @@ impl ResNetBody {
         Ok(Self { stem, layers })
     }
 
-    /// Stem: conv, ReLU, then 3x3 stride-2 max pool with 1 pixel of padding. The input to the
-    /// pool is post-ReLU (>= 0), so zero padding gives the same maxima as torch's -inf padding.
+    #[doc(hidden)]
+    pub fn stem_conv_only(&self, x: &Tensor) -> Result<Tensor> {
+        self.stem.forward(x)
+    }
+
+    /// Stem: conv, ReLU, then 3x3 stride-2 max pool with 1 pixel of padding.
     pub fn stem(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.stem.forward(x)?;
-        y.pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)
+        crate::detect::ops::pool::max_pool_3x3_s2_p1(&self.stem.forward(x)?)
     }
 
     /// Analytic FLOPs (2 x multiply-adds of the convs) of the stem and the first `layers`

@@ -160,7 +160,11 @@ impl Layout {
                     // Columns i whose source x = s*(i + qmin) + rx lies inside [0, W).
                     let x0 = self.qmin.1 * s + rx as isize;
                     let wq = self.wq as isize;
-                    let lo = if x0 >= 0 { 0 } else { ((-x0 + s - 1) / s).min(wq) };
+                    let lo = if x0 >= 0 {
+                        0
+                    } else {
+                        ((-x0 + s - 1) / s).min(wq)
+                    };
                     let hi = ((g.w as isize - x0 + s - 1) / s).clamp(lo, wq);
                     let (lo, hi) = (lo as usize, hi as usize);
                     for (j, row) in pd.chunks_exact_mut(self.wq).enumerate() {
@@ -243,6 +247,12 @@ pub(crate) fn conv(
     let blocks_per_task = blocks.div_ceil(block_split);
     let block_tasks = blocks.div_ceil(blocks_per_task);
     let out_ptr = Shared(out.as_mut_ptr().cast::<f32>());
+    // A stride-1 1x1 conv reads its input in place, and with the power-of-two planes of the
+    // ResNet body every channel row of a tile falls into the same cache sets (rows 128 KB
+    // apart at 512x1024): copying the tile's K rows into one contiguous panel first turns
+    // those conflict misses into a single streaming read. Bounded so the panel stays in L2.
+    let pack = lay.identity && wt.k <= 1024;
+    let panel_offs: Vec<usize> = (0..wt.k).map(|k| k * NR).collect();
     let job = Job {
         k: wt.k,
         m,
@@ -252,24 +262,60 @@ pub(crate) fn conv(
         padded,
         act: spec.activation,
         offs: &offs,
+        panel_offs: &panel_offs,
         input,
         weights: &wt.data,
         bias,
         residual,
     };
-    (0..tile_tasks * block_tasks)
-        .into_par_iter()
-        .for_each(|task| {
+    // Tiles go in runs: for each block of output channels the run's tiles are done back to
+    // back, so the weights stay in L1 and each output row is written as one long stream
+    // instead of a few lines per tile (rows 128 KB apart share cache sets). The run's `B`
+    // values (panels or input rows) are sized to stay in L2.
+    let run_len = ((256 << 10) / (wt.k * NR * 4)).clamp(1, 16);
+    (0..tile_tasks * block_tasks).into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(panels, segs), task| {
             let (tt, bt) = (task / block_tasks, task % block_tasks);
-            let t_range = tt * tiles_per_task..((tt + 1) * tiles_per_task).min(tiles);
+            let t_end = ((tt + 1) * tiles_per_task).min(tiles);
             let b_range = bt * blocks_per_task..((bt + 1) * blocks_per_task).min(blocks);
-            for t in t_range {
-                for b in b_range.clone() {
-                    // SAFETY: (tile t, block b) cells are written by this task only.
-                    unsafe { job.tile(t * NR, b * MR, out_ptr.get()) };
+            let mut t0 = tt * tiles_per_task;
+            while t0 < t_end {
+                let run = t0..(t0 + run_len).min(t_end);
+                segs.clear();
+                for t in run.clone() {
+                    segs.push(job.segments(t * NR));
                 }
+                if pack {
+                    panels.resize(run.len() * job.k * NR, 0.0);
+                    for (t, panel) in run.clone().zip(panels.chunks_exact_mut(job.k * NR)) {
+                        job.pack(t * NR, panel);
+                    }
+                }
+                for b in b_range.clone() {
+                    for (i, t) in run.clone().enumerate() {
+                        let src = if pack {
+                            Source::Panel(&panels[i * job.k * NR..(i + 1) * job.k * NR])
+                        } else {
+                            Source::Input
+                        };
+                        let (seg, n) = &segs[i];
+                        // SAFETY: (tile t, block b) cells are written by this task only.
+                        unsafe { job.tile(t * NR, b * MR, &src, &seg[..*n], out_ptr.get()) };
+                    }
+                }
+                t0 = run.end;
             }
-        });
+        },
+    );
+}
+
+/// Where a tile's `B` values come from.
+enum Source<'a> {
+    /// The (phase-split) input, at `p0 + offs[k]`.
+    Input,
+    /// A contiguous `[K][NR]` copy made for this tile.
+    Panel(&'a [f32]),
 }
 
 /// Everything a micro-tile needs, shared read-only by all tasks of one call.
@@ -282,6 +328,8 @@ struct Job<'a> {
     padded: usize,
     act: Activation,
     offs: &'a [usize],
+    /// `k * NR`: the offsets of a packed panel.
+    panel_offs: &'a [usize],
     input: &'a [f32],
     weights: &'a [f32],
     bias: &'a [f32],
@@ -291,7 +339,8 @@ struct Job<'a> {
 impl Job<'_> {
     /// Destination runs of the tile starting at padded pixel `p0`: (lane mask, destination
     /// index of lane 0), one per output row the tile touches.
-    fn segments(&self, p0: usize, out: &mut [(u64, isize); NR + 1]) -> usize {
+    fn segments(&self, p0: usize) -> ([(u64, isize); NR + 1], usize) {
+        let mut out = [(0u64, 0isize); NR + 1];
         let mut n = 0;
         let end = (p0 + NR).min(self.padded);
         let mut p = p0;
@@ -307,23 +356,43 @@ impl Job<'_> {
             }
             p += run;
         }
-        n
+        (out, n)
+    }
+
+    /// Copy the `K x NR` values of the tile at `p0` into `panel`, zero past the image.
+    fn pack(&self, p0: usize, panel: &mut [f32]) {
+        let n = (self.padded - p0).min(NR);
+        // Two tiles ahead: each channel row is its own stream, too many for the hardware
+        // prefetcher to follow.
+        let ahead = 2 * NR;
+        for (row, &off) in panel.chunks_exact_mut(NR).zip(self.offs) {
+            #[cfg(target_arch = "x86_64")]
+            if p0 + off + ahead + NR <= self.input.len() {
+                let at = self.input[p0 + off + ahead..].as_ptr();
+                for line in 0..NR / 16 {
+                    // SAFETY: prefetch of an in-bounds address; it never faults.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(at.add(16 * line).cast()) };
+                }
+            }
+            row[..n].copy_from_slice(&self.input[p0 + off..p0 + off + n]);
+            row[n..].fill(0.0);
+        }
     }
 
     /// # Safety
     /// `out` holds `m * plane_out` values; no other task writes rows `m0..m0+MR` of this tile.
-    unsafe fn tile(&self, p0: usize, m0: usize, out: *mut f32) {
-        let mut segs = [(0u64, 0isize); NR + 1];
-        let nseg = self.segments(p0, &mut segs);
-        if nseg == 0 {
-            return;
-        }
-        let load = lane_mask(0, (self.padded - p0).min(NR));
+    unsafe fn tile(
+        &self,
+        p0: usize,
+        m0: usize,
+        src: &Source,
+        segs: &[(u64, isize)],
+        out: *mut f32,
+    ) {
         #[cfg(target_arch = "x86_64")]
         {
             let rows = (self.m - m0).min(MR);
             let a = self.weights.as_ptr().add((m0 / MR) * self.k * MR);
-            let b = self.input.as_ptr().wrapping_add(p0);
             let t = Tile {
                 rows,
                 bias: self.bias.as_ptr().add(m0),
@@ -333,12 +402,22 @@ impl Job<'_> {
                     .map_or(std::ptr::null(), |r| r.as_ptr().add(m0 * self.plane_out)),
                 plane: self.plane_out,
                 act: self.act,
-                segs: &segs[..nseg],
+                segs,
             };
-            if load == lane_mask(0, NR) {
-                kernel::<false>(self.k, a, b, self.offs.as_ptr(), load, &t);
-            } else {
-                kernel::<true>(self.k, a, b, self.offs.as_ptr(), load, &t);
+            let full = lane_mask(0, NR);
+            match src {
+                Source::Panel(p) => {
+                    kernel::<false>(self.k, a, p.as_ptr(), self.panel_offs.as_ptr(), full, &t)
+                }
+                Source::Input => {
+                    let b = self.input.as_ptr().wrapping_add(p0);
+                    let load = lane_mask(0, (self.padded - p0).min(NR));
+                    if load == full {
+                        kernel::<false>(self.k, a, b, self.offs.as_ptr(), load, &t);
+                    } else {
+                        kernel::<true>(self.k, a, b, self.offs.as_ptr(), load, &t);
+                    }
+                }
             }
         }
     }
@@ -412,16 +491,29 @@ unsafe fn kernel<const TAIL: bool>(
                     continue;
                 }
                 let at = shift + (16 * v) as isize;
+                let whole = mv == 0xFFFF;
                 let mut y = _mm512_add_ps(c, bias);
                 if !t.res.is_null() {
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mv, res.wrapping_offset(at)));
+                    let r = res.wrapping_offset(at);
+                    y = _mm512_add_ps(
+                        y,
+                        if whole {
+                            _mm512_loadu_ps(r)
+                        } else {
+                            _mm512_maskz_loadu_ps(mv, r)
+                        },
+                    );
                 }
                 y = match t.act {
                     Activation::None => y,
                     Activation::Relu => _mm512_max_ps(y, zero),
                     Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(y, zero), six),
                 };
-                _mm512_mask_storeu_ps(dst.wrapping_offset(at), mv, y);
+                if whole {
+                    _mm512_storeu_ps(dst.offset(at), y);
+                } else {
+                    _mm512_mask_storeu_ps(dst.wrapping_offset(at), mv, y);
+                }
             }
         }
     }

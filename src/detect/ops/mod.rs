@@ -8,6 +8,7 @@ mod conv_kernels;
 pub mod interp;
 pub mod nms;
 pub mod paste;
+pub mod pool;
 pub mod resize;
 pub mod roi_align;
 pub mod tv_boxes;
