@@ -3,13 +3,15 @@
 //! Why not candle's `conv2d`: on CPU its 1x1 path copies element by element, its grouped path
 //! loops per channel (a depthwise layer becomes hundreds of tiny convs), and bias/activation
 //! are separate passes. Here each layer picks a kernel by shape:
-//! - pointwise (1x1, no padding): one GEMM per image, strided inputs gathered first;
+//! - dense convs (groups == 1) on AVX-512 CPUs: the implicit-GEMM engine of
+//!   [`super::conv_igemm`] (weights packed at load, no im2col buffer, bias/residual/activation
+//!   applied on the registers);
 //! - depthwise (groups == input channels): a direct row-wise kernel;
-//! - everything else: im2col into a buffer, then one GEMM per group.
+//! - other grouped convs, and every conv on CPUs without AVX-512: tiled im2col + the `gemm`
+//!   crate ([`super::conv_kernels`]).
 //!
-//! The bias is written into the destination before the GEMM accumulates into it, and the
-//! activation runs on the rows while they are still in cache. On non-CPU devices the layer falls
-//! back to candle's own ops (padding applied explicitly, so TF "SAME" stays asymmetric).
+//! On non-CPU devices the layer falls back to candle's own ops (padding applied explicitly, so
+//! TF "SAME" stays asymmetric).
 
 use super::conv_igemm::{self, PackedWeights};
 use super::conv_kernels::{depthwise, gemm_conv, Epilogue, Geometry};
@@ -226,6 +228,13 @@ impl Conv2d {
             b: std::sync::Arc::new(b),
             packed,
         })
+    }
+
+    /// The same layer without the AVX-512 engine: the GEMM path CPUs without AVX-512 take.
+    #[cfg(test)]
+    fn without_engine(mut self) -> Self {
+        self.packed = None;
+        self
     }
 
     pub fn spec(&self) -> &ConvSpec {
@@ -486,11 +495,14 @@ mod tests {
         let b = rand(&[spec.out_channels], seed + 1);
         let conv = Conv2d::new(spec, wt, Some(b)).expect("conv");
         let x = rand(&[n, spec.in_channels, h, w], seed + 2);
-        let ours = conv.forward(&x).expect("ours");
         let reference = conv.forward_candle(&x).expect("candle");
-        assert_eq!(ours.dims(), reference.dims(), "{spec:?} on {h}x{w}");
-        let e = max_rel_err(&ours, &reference);
-        assert!(e <= 1e-4, "{spec:?} on {n}x{h}x{w}: max rel err {e}");
+        let fallback = conv.clone().without_engine();
+        for (path, conv) in [("engine", &conv), ("gemm fallback", &fallback)] {
+            let ours = conv.forward(&x).expect("ours");
+            assert_eq!(ours.dims(), reference.dims(), "{spec:?} on {h}x{w}");
+            let e = max_rel_err(&ours, &reference);
+            assert!(e <= 1e-4, "{path}: {spec:?} on {n}x{h}x{w}: max rel err {e}");
+        }
     }
 
     #[test]
@@ -522,6 +534,24 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn engine_paths_at_wider_shapes() {
+        // Past the small odd shapes: packed 1x1 panels (K <= 1024) and in-place reads
+        // (K > 1024), many channel blocks, runs of several tiles, short last tiles, and
+        // phase-split stride-2 3x3/7x7 inputs.
+        let relu = Activation::Relu;
+        for (spec, h, w) in [
+            (ConvSpec::new(300, 70, 1).activation(relu), 17, 29),
+            (ConvSpec::new(1100, 36, 1), 7, 7),
+            (ConvSpec::new(40, 24, 3).padding(Padding::symmetric(1)), 37, 53),
+            (ConvSpec::new(64, 40, 3).stride(2).padding(Padding::symmetric(1)), 30, 61),
+            (ConvSpec::new(3, 16, 7).stride(2).padding(Padding::symmetric(3)), 45, 70),
+            (ConvSpec::new(96, 130, 1).stride(2), 21, 33),
+        ] {
+            check(spec, 1, h, w, 11);
         }
     }
 

@@ -24,9 +24,9 @@ use std::arch::x86_64::*;
 
 /// Output channels per micro-tile (divides every ResNet/MobileNet width we run).
 pub(crate) const MR: usize = 8;
-/// 16-lane vectors per micro-tile row; `NR = 16 * NV` padded pixels per tile.
-const NV: usize = 3;
-const NR: usize = 16 * NV;
+/// Padded pixels per tile: three 16-lane vectors, so an 8x48 tile keeps 24 accumulators in
+/// the 32 vector registers.
+const NR: usize = 48;
 
 /// Whether this CPU runs the engine (checked once; otherwise the caller keeps its GEMM path).
 pub(crate) fn available() -> bool {
@@ -404,20 +404,25 @@ impl Job<'_> {
                 act: self.act,
                 segs,
             };
-            let full = lane_mask(0, NR);
-            match src {
-                Source::Panel(p) => {
-                    kernel::<false>(self.k, a, p.as_ptr(), self.panel_offs.as_ptr(), full, &t)
-                }
-                Source::Input => {
-                    let b = self.input.as_ptr().wrapping_add(p0);
-                    let load = lane_mask(0, (self.padded - p0).min(NR));
-                    if load == full {
-                        kernel::<false>(self.k, a, b, self.offs.as_ptr(), load, &t);
-                    } else {
-                        kernel::<true>(self.k, a, b, self.offs.as_ptr(), load, &t);
-                    }
-                }
+            // The image's last tile may be short (a 7x7 layer is 49 pixels: 48 + 1): run it
+            // with as few 16-lane vectors as cover it instead of a full-width tile.
+            let lanes = (self.padded - p0).min(NR);
+            let (b, offs, tail) = match src {
+                Source::Panel(p) => (p.as_ptr(), self.panel_offs.as_ptr(), false),
+                Source::Input => (
+                    self.input.as_ptr().wrapping_add(p0),
+                    self.offs.as_ptr(),
+                    !lanes.is_multiple_of(16),
+                ),
+            };
+            let load = lane_mask(0, lanes);
+            match (lanes.div_ceil(16), tail) {
+                (3, false) => kernel::<3, false>(self.k, a, b, offs, load, &t),
+                (3, true) => kernel::<3, true>(self.k, a, b, offs, load, &t),
+                (2, false) => kernel::<2, false>(self.k, a, b, offs, load, &t),
+                (2, true) => kernel::<2, true>(self.k, a, b, offs, load, &t),
+                (_, false) => kernel::<1, false>(self.k, a, b, offs, load, &t),
+                (_, true) => kernel::<1, true>(self.k, a, b, offs, load, &t),
             }
         }
     }
@@ -447,7 +452,7 @@ struct Tile<'a> {
 /// lanes set in `load` lies inside the input; `t` describes writable rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const TAIL: bool>(
+unsafe fn kernel<const NV: usize, const TAIL: bool>(
     k: usize,
     a: *const f32,
     b: *const f32,
