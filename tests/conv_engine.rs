@@ -67,7 +67,10 @@ fn resnet50_body_equals_stock_candle() {
         let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
         let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0 && scale.is_finite(), "stage {i}: degenerate reference");
+        assert!(
+            scale > 0.0 && scale.is_finite(),
+            "stage {i}: degenerate reference"
+        );
         let err = a
             .iter()
             .zip(&b)

@@ -501,7 +501,10 @@ mod tests {
             let ours = conv.forward(&x).expect("ours");
             assert_eq!(ours.dims(), reference.dims(), "{spec:?} on {h}x{w}");
             let e = max_rel_err(&ours, &reference);
-            assert!(e <= 1e-4, "{path}: {spec:?} on {n}x{h}x{w}: max rel err {e}");
+            assert!(
+                e <= 1e-4,
+                "{path}: {spec:?} on {n}x{h}x{w}: max rel err {e}"
+            );
         }
     }
 
@@ -546,9 +549,25 @@ mod tests {
         for (spec, h, w) in [
             (ConvSpec::new(300, 70, 1).activation(relu), 17, 29),
             (ConvSpec::new(1100, 36, 1), 7, 7),
-            (ConvSpec::new(40, 24, 3).padding(Padding::symmetric(1)), 37, 53),
-            (ConvSpec::new(64, 40, 3).stride(2).padding(Padding::symmetric(1)), 30, 61),
-            (ConvSpec::new(3, 16, 7).stride(2).padding(Padding::symmetric(3)), 45, 70),
+            (
+                ConvSpec::new(40, 24, 3).padding(Padding::symmetric(1)),
+                37,
+                53,
+            ),
+            (
+                ConvSpec::new(64, 40, 3)
+                    .stride(2)
+                    .padding(Padding::symmetric(1)),
+                30,
+                61,
+            ),
+            (
+                ConvSpec::new(3, 16, 7)
+                    .stride(2)
+                    .padding(Padding::symmetric(3)),
+                45,
+                70,
+            ),
             (ConvSpec::new(96, 130, 1).stride(2), 21, 33),
         ] {
             check(spec, 1, h, w, 11);
