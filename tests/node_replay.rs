@@ -4,7 +4,7 @@
 mod common;
 
 use pedcache::node::pipeline::Frame;
-use pedcache::node::{run_node, Alert, Envelope, NodeSettings, Planner, SourceItem};
+use pedcache::node::{run_node, Alert, Envelope, InputDefect, NodeSettings, Planner, SourceItem};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
@@ -14,6 +14,14 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pedcache"));
     c.current_dir(common::repo()).args(["--threads", "2"]);
     c
+}
+
+/// Tests that run the detector, and the overload test that times a queue, take turns: on a
+/// 2-core machine a replay beside the overload test would starve it and fail it on timing.
+static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn cpu_turn() -> std::sync::MutexGuard<'static, ()> {
+    CPU.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -57,6 +65,7 @@ fn ok(out: &Output) {
 
 #[test]
 fn replay_twice_at_max_speed_gives_identical_alert_streams() {
+    let _turn = cpu_turn();
     let Some((demo, calib)) = demo_inputs() else {
         return;
     };
@@ -98,34 +107,69 @@ fn replay_twice_at_max_speed_gives_identical_alert_streams() {
     assert_eq!(r["dropped"], 0);
 }
 
+/// Person pixels (label 24) in a Cityscapes label-id map, counted here independently of the
+/// crate's ground-truth code.
+fn person_pixels(label_map: &Path) -> usize {
+    image::open(label_map)
+        .unwrap()
+        .to_luma8()
+        .as_raw()
+        .iter()
+        .filter(|&&v| v == 24)
+        .count()
+}
+
 #[test]
 fn bad_frames_are_reported_once_and_the_replay_goes_on() {
+    let _turn = cpu_turn();
     if common::model_path().is_none() {
         return;
     }
+    let city = common::data_root().join("cityscapes-seq");
+    let Some(real_frames) = common::require(
+        &city.join("leftImg8bit_sequence/train/aachen"),
+        "Cityscapes sequence frames",
+    ) else {
+        return;
+    };
+    let real_labels = city.join("gtFine_pseudo/train/aachen");
+    let real_frame = |i: usize| real_frames.join(format!("aachen_000000_{i:06}_leftImg8bit.jpg"));
+    let real_label =
+        |i: usize| real_labels.join(format!("aachen_000000_{i:06}_gtFine_labelIds.png"));
+
+    // A Cityscapes layout in a temp dir: frames and their (pseudo) label maps, copied from the
+    // shared data, then broken one way each.
     let dir = tmpdir("bad");
-    let seq = dir.join("seq");
-    std::fs::create_dir_all(&seq).unwrap();
-    let name = |i: usize, ext: &str| seq.join(format!("t_000000_{i:06}_leftImg8bit.{ext}"));
-    let good = image::RgbImage::from_fn(512, 256, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
-    });
-    good.save(name(0, "png")).unwrap();
-    let mut jpeg = Vec::new();
-    image::DynamicImage::ImageRgb8(good.clone())
-        .write_to(
-            &mut std::io::Cursor::new(&mut jpeg),
-            image::ImageFormat::Jpeg,
-        )
-        .unwrap();
+    let root = dir.join("cityscapes");
+    let frames = root.join("leftImg8bit_sequence/train/aachen");
+    let labels = root.join("gtFine_pseudo/train/aachen");
+    std::fs::create_dir_all(&frames).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    let name = |i: usize, ext: &str| frames.join(format!("aachen_000000_{i:06}_leftImg8bit.{ext}"));
+    let label = |i: usize| labels.join(format!("aachen_000000_{i:06}_gtFine_labelIds.png"));
+    for i in [0, 4, 5] {
+        std::fs::copy(real_frame(i), name(i, "jpg")).unwrap();
+    }
+    // 1: truncated JPEG.
+    let jpeg = std::fs::read(real_frame(1)).unwrap();
     std::fs::write(name(1, "jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
-    image::RgbImage::new(64, 32).save(name(2, "png")).unwrap();
+    // 2: a PNG of the wrong size (a 1024x512 crop of a real frame).
+    let full = image::open(real_frame(2)).unwrap().to_rgb8();
+    image::imageops::crop_imm(&full, 0, 0, 1024, 512)
+        .to_image()
+        .save(name(2, "png"))
+        .unwrap();
+    // 3: not an image.
     std::fs::write(name(3, "png"), b"this is not an image\n").unwrap();
-    good.save(name(4, "png")).unwrap();
+    // Every frame has its label map but 4: the sequence is densely labelled, so 4's is missing.
+    for i in [0, 1, 2, 3, 5] {
+        std::fs::copy(real_label(i), label(i)).unwrap();
+    }
+
     let (report, alerts) = (dir.join("report.json"), dir.join("alerts.jsonl"));
     let out = bin()
         .args(["replay", "--no-cache", "--max-speed", "--source"])
-        .arg(&seq)
+        .arg(&root)
         .arg("--report")
         .arg(&report)
         .arg("--alerts")
@@ -135,13 +179,14 @@ fn bad_frames_are_reported_once_and_the_replay_goes_on() {
     ok(&out);
     let stream = read_alerts(&alerts);
     let bad: Vec<&serde_json::Value> = stream.iter().filter(|a| a["type"] == "BadFrame").collect();
-    assert_eq!(bad.len(), 3, "{bad:?}");
-    for (i, ext, cause) in [
-        (1, "jpg", "truncated"),
-        (2, "png", "64x32"),
-        (3, "png", "not a PNG or JPEG"),
+    assert_eq!(bad.len(), 4, "{bad:?}");
+    for (i, path, cause) in [
+        (1, name(1, "jpg"), "truncated"),
+        (2, name(2, "png"), "1024x512"),
+        (3, name(3, "png"), "not a PNG or JPEG"),
+        (4, label(4), "label map missing"),
     ] {
-        let path = name(i, ext).display().to_string();
+        let path = path.display().to_string();
         let hits: Vec<_> = bad.iter().filter(|a| a["path"] == path.as_str()).collect();
         assert_eq!(hits.len(), 1, "{path} reported {} times", hits.len());
         assert_eq!(hits[0]["frame"], i);
@@ -149,15 +194,102 @@ fn bad_frames_are_reported_once_and_the_replay_goes_on() {
         assert!(c.contains(cause), "{path}: cause {c:?} lacks {cause:?}");
     }
     let r = read_report(&report);
-    assert_eq!(r["frames"], 5);
+    assert_eq!(r["frames"], 6);
     assert_eq!(r["bad_frames"], 3);
-    assert_eq!(r["processed"], 2);
+    assert_eq!(r["bad_label_maps"], 1);
+    assert_eq!(r["processed"], 3);
+    // The frame without its label map still ran through the detector.
     let dets: Vec<u64> = stream
         .iter()
         .filter(|a| a["type"] == "Detections")
         .map(|a| a["frame"].as_u64().unwrap())
         .collect();
-    assert_eq!(dets, vec![0, 4]);
+    assert_eq!(dets, vec![0, 4, 5]);
+    // Ground truth: frames 0 and 5 (4 has none), against our own count of their person pixels.
+    let presence = &r["presence"]["vs_ground_truth"];
+    assert_eq!(r["presence"]["frames_with_ground_truth"], 2);
+    let positives = [0, 5]
+        .iter()
+        .filter(|&&i| person_pixels(&real_label(i)) >= 2000)
+        .count() as u64;
+    assert_eq!(
+        presence["tp"].as_u64().unwrap() + presence["fn"].as_u64().unwrap(),
+        positives,
+        "{presence}"
+    );
+}
+
+#[test]
+fn demo_is_the_demo_scenario_through_the_replay_path() {
+    let _turn = cpu_turn();
+    let Some((demo, calib)) = demo_inputs() else {
+        return;
+    };
+    let dir = tmpdir("demo");
+    let (demo_report, demo_alerts) = (dir.join("demo.json"), dir.join("demo.jsonl"));
+    let out = bin()
+        .args(["demo", "--max-speed", "--limit", "12"])
+        // Deadline misses depend on the machine's load, not on the path: out of the comparison.
+        .args(["--deadline-ms", "100000", "--report"])
+        .arg(&demo_report)
+        .arg("--alerts")
+        .arg(&demo_alerts)
+        .output()
+        .unwrap();
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("frames 12  processed 12"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("report: {}", demo_report.display())),
+        "{stdout}"
+    );
+    let (replay_report, replay_alerts) = (dir.join("replay.json"), dir.join("replay.jsonl"));
+    let out = bin()
+        .args([
+            "replay",
+            "--config",
+            "sim/demo.ron",
+            "--max-speed",
+            "--limit",
+            "12",
+            "--deadline-ms",
+            "100000",
+        ])
+        .arg("--report")
+        .arg(&replay_report)
+        .arg("--alerts")
+        .arg(&replay_alerts)
+        .output()
+        .unwrap();
+    ok(&out);
+    let strip = |p: &Path| {
+        let mut v = read_alerts(p);
+        for a in &mut v {
+            a.as_object_mut().unwrap().remove("latency_ms");
+        }
+        v
+    };
+    let demo_stream = strip(&demo_alerts);
+    assert!(!demo_stream.is_empty());
+    assert_eq!(demo_stream, strip(&replay_alerts));
+    let r = read_report(&demo_report);
+    assert_eq!(
+        r["sources"][0],
+        demo.strip_prefix(common::repo())
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    assert_eq!(
+        r["calib"],
+        calib
+            .strip_prefix(common::repo())
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    assert_eq!(r["fps"], serde_json::Value::Null, "max speed");
+    assert_eq!(r["exits"][0]["layer"], "expanded_conv_2");
 }
 
 fn replay_config(text: &str, name: &str) -> (Output, PathBuf) {
@@ -233,11 +365,13 @@ fn rss_bytes() -> usize {
 
 #[test]
 fn overload_drops_oldest_never_blocks_the_source_and_memory_stays_flat() {
+    let _turn = cpu_turn();
     const N: usize = 10_000;
     const FRAME: usize = 1 << 20; // 1 MiB a frame: 10 GB if frames were kept
     let source = (0..N).map(|i| SourceItem::Frame {
         path: format!("synthetic#{i}"),
         payload: vec![(i % 251) as u8; FRAME],
+        defects: Vec::new(),
     });
     let settings = NodeSettings {
         fps: Some(20_000.0),
@@ -311,8 +445,125 @@ fn overload_drops_oldest_never_blocks_the_source_and_memory_stays_flat() {
     assert!(grew < 64, "RSS grew by {grew} MiB");
 }
 
+/// Collects the `BadFrame` reports it hears about.
+#[derive(Default)]
+struct DefectPlanner {
+    bad: Vec<(usize, String)>,
+    dropped: usize,
+}
+
+impl Planner for DefectPlanner {
+    fn on_alert(&mut self, msg: &Envelope, _received: Instant) {
+        match &msg.alert {
+            Alert::BadFrame { frame, path, .. } => self.bad.push((*frame, path.clone())),
+            Alert::FrameDropped { .. } => self.dropped += 1,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn input_defects_are_reported_once_even_when_their_frame_is_dropped() {
+    const N: usize = 600;
+    // Every 7th frame has a defective input (say, its label map).
+    let defective: Vec<usize> = (0..N).filter(|i| i % 7 == 3).collect();
+    let source = (0..N).map(|i| SourceItem::Frame {
+        path: format!("synthetic#{i}"),
+        payload: i,
+        defects: if i % 7 == 3 {
+            vec![InputDefect {
+                path: format!("labels#{i}"),
+                cause: "label map missing".into(),
+            }]
+        } else {
+            Vec::new()
+        },
+    });
+    let settings = NodeSettings {
+        fps: Some(5_000.0),
+        queue: 2,
+        deadline: Duration::from_millis(50),
+    };
+    let stop = AtomicBool::new(false);
+    let run = run_node(
+        source,
+        |f: &Frame<usize>, _publish: &mut dyn FnMut(Alert)| -> anyhow::Result<usize> {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(f.payload)
+        },
+        DefectPlanner::default(),
+        None,
+        &settings,
+        &stop,
+    )
+    .unwrap();
+    assert!(!run.dropped.is_empty(), "perception must fall behind");
+    assert_eq!(run.records.len() + run.dropped.len(), N);
+    assert!(run.bad.is_empty(), "defective frames are not skipped");
+    let mut reported = run.planner.bad.clone();
+    reported.sort();
+    let expected: Vec<(usize, String)> = defective
+        .iter()
+        .map(|&i| (i, format!("labels#{i}")))
+        .collect();
+    assert_eq!(reported, expected, "each defect once, dropped frames' too");
+    let mut counted = run.defects.clone();
+    counted.sort();
+    assert_eq!(counted, defective);
+    // Some defective frames were dropped, and their defects were still reported.
+    assert!(defective.iter().any(|i| run.dropped.contains(i)));
+}
+
+#[test]
+fn retrainer_learns_from_full_detections_and_reports_its_rounds() {
+    let _turn = cpu_turn();
+    let Some((demo, calib)) = demo_inputs() else {
+        return;
+    };
+    let dir = tmpdir("retrain");
+    let report = dir.join("report.json");
+    // alert_then_continue with an unreachable deadline: the full detector labels every frame
+    // (one unit each: 768x576 is one tile), so every frame is offered to the retrainer.
+    let out = bin()
+        .args(["replay", "--source"])
+        .arg(&demo)
+        .arg("--calib")
+        .arg(&calib)
+        .args([
+            "--max-speed",
+            "--limit",
+            "100",
+            "--policy",
+            "alert_then_continue",
+            "--deadline-ms",
+            "100000",
+            "--retrain",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    ok(&out);
+    let r = read_report(&report);
+    let t = &r["retrain"];
+    assert_eq!(r["full_detections"], 100);
+    assert_eq!(
+        t["samples"].as_u64().unwrap() + t["unconfident"].as_u64().unwrap(),
+        100,
+        "{t}"
+    );
+    assert_eq!(t["dropped"], 0, "its queue (256) holds all 100 offers");
+    assert!(t["samples"].as_u64().unwrap() >= 60, "{t}");
+    assert!(r["retrains"].as_u64().unwrap() >= 1, "{t}");
+    assert_eq!(r["retrains"], t["rounds"]);
+    assert!(t["error"].is_null(), "{t}");
+    let last = &t["last_round"];
+    assert!(last["held_out"].as_u64().unwrap() > 0, "{t}");
+}
+
 #[test]
 fn sigterm_drains_writes_the_report_and_exits_zero() {
+    let _turn = cpu_turn();
     let Some((demo, calib)) = demo_inputs() else {
         return;
     };

@@ -85,6 +85,19 @@ impl<D: Staged> CacheEnabled<'_, D> {
         groups: &[usize],
         on_hit: &mut dyn FnMut(usize, usize, Prediction),
     ) -> Result<Outcome<D::Output>> {
+        self.forward_tapped(input, groups, on_hit, &mut |_, _, _| {})
+    }
+
+    /// [`Self::forward`], and `on_pooled(exit, items, pooled)` sees each exit's input before its
+    /// head judges it: the activation pooled to the store's grid `[items.len(), C, 4, 4]` for the
+    /// original batch indices `items` still in the batch (what the retrainer learns from).
+    pub fn forward_tapped(
+        &self,
+        input: &D::Input,
+        groups: &[usize],
+        on_hit: &mut dyn FnMut(usize, usize, Prediction),
+        on_pooled: &mut dyn FnMut(usize, &[usize], &Tensor),
+    ) -> Result<Outcome<D::Output>> {
         let profile = self.detector.flops_profile(input)?;
         let n = groups.len();
         let mut items: Vec<Option<Resolution<D::Output>>> = (0..n).map(|_| None).collect();
@@ -101,7 +114,9 @@ impl<D: Staged> CacheEnabled<'_, D> {
                 .enumerate()
                 .filter(|(_, x)| x.stage == stage)
             {
-                let preds = exit.predict(self.detector.activation(&state))?;
+                let pooled = pooled_rows(self.detector.activation(&state))?;
+                on_pooled(e, &alive, &pooled);
+                let preds = exit.predict_pooled(&pooled)?;
                 let mut resolved = vec![false; alive.len()];
                 for (pos, p) in preds.iter().enumerate() {
                     heads[alive[pos]] += exit.c1;

@@ -121,6 +121,18 @@ pub fn load_maskrcnn(weights: Option<&Path>, score_thresh: f32) -> anyhow::Resul
     Ok(m)
 }
 
+/// Mask R-CNN ResNet50-FPN at full width with deterministic stand-in weights
+/// (`detect::maskrcnn::standin`, hash variant): real shapes and real compute, meaningless
+/// detections. For latency runs where torchvision's COCO weights are not available.
+pub fn standin_maskrcnn() -> anyhow::Result<MaskRcnn> {
+    use crate::detect::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
+    let dev = candle_core::Device::Cpu;
+    let arch = resnet50_fpn_arch();
+    let sd = state_dict(&arch, Variant::Hash, &dev)
+        .map_err(|e| anyhow::anyhow!("building stand-in Mask R-CNN weights: {e}"))?;
+    Ok(MaskRcnn::from_state_dict(&sd, arch, &dev)?)
+}
+
 /// Either detector behind the `detect` command.
 pub enum Detector {
     Ssd(Box<SsdLite>, TileMode),

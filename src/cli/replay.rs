@@ -4,8 +4,9 @@
 
 use crate::node::config::NodeConfig;
 use crate::node::HitPolicy;
+use crate::sim::replay::ReplayReport;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,6 +20,10 @@ pub struct ReplayArgs {
     pub model: Option<String>,
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Mask R-CNN without a weights file: deterministic stand-in weights, for latency only
+    /// (detections mean nothing; no cache exits).
+    #[arg(long, conflicts_with_all = ["weights", "calib"])]
+    pub standin_weights: bool,
     /// Sources (folders, images, videos); repeatable.
     #[arg(long, num_args = 1..)]
     pub source: Vec<PathBuf>,
@@ -48,6 +53,18 @@ pub struct ReplayArgs {
     /// Stop after this many frames.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Only these frame numbers of each Cityscapes sequence, e.g. 18..30 (half-open).
+    #[arg(long)]
+    pub seq_frames: Option<String>,
+    /// Only these Cityscapes sequences (e.g. aachen_000002); repeatable.
+    #[arg(long)]
+    pub seq: Vec<String>,
+    /// Leave out these Cityscapes sequences; repeatable.
+    #[arg(long)]
+    pub not_seq: Vec<String>,
+    /// Retrain the cache exits in the background and hot-swap them between frames.
+    #[arg(long)]
+    pub retrain: bool,
     #[arg(long)]
     pub report: PathBuf,
     /// Every alert, one JSON object a line.
@@ -74,6 +91,12 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     }
     if a.weights.is_some() {
         c.weights = a.weights.clone();
+        c.standin_weights = false;
+    }
+    if a.standin_weights {
+        c.standin_weights = true;
+        c.weights = None;
+        c.calib = None;
     }
     if a.calib.is_some() {
         c.calib = a.calib.clone();
@@ -106,6 +129,18 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if let Some(l) = a.limit {
         c.limit = l;
     }
+    if let Some(r) = &a.seq_frames {
+        c.seq_frames = Some(crate::sim::source::parse_range::<usize>(r)?);
+    }
+    if !a.seq.is_empty() {
+        c.seq = a.seq.clone();
+    }
+    if !a.not_seq.is_empty() {
+        c.not_seq = a.not_seq.clone();
+    }
+    if a.retrain {
+        c.retrain = true;
+    }
     let name = a
         .config
         .as_ref()
@@ -117,6 +152,22 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
     let cfg = config(&a)?;
+    let report = replay_to_files(&cfg, &a.report, a.alerts.as_deref())?;
+    print!("{}", report.summary());
+    println!("report: {}", a.report.display());
+    if let Some(p) = &a.alerts {
+        println!("alerts: {}", p.display());
+    }
+    Ok(0)
+}
+
+/// Replay `cfg` through the node (the path `replay` and `demo` share): load the detector and the
+/// calibration, run until the sources end or Ctrl-C / SIGTERM, write the report (and the alerts).
+pub fn replay_to_files(
+    cfg: &NodeConfig,
+    report_path: &Path,
+    alerts_path: Option<&Path>,
+) -> anyhow::Result<ReplayReport> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -130,24 +181,32 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
         }
         None => (None, Vec::new()),
     };
-    let alerts: Option<Box<dyn std::io::Write + Send>> = match &a.alerts {
-        Some(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        ))),
+    let alerts: Option<Box<dyn std::io::Write + Send>> = match alerts_path {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+            }
+            Some(Box::new(std::io::BufWriter::new(
+                std::fs::File::create(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            )))
+        }
         None => None,
     };
     let report = match cfg.model.parse::<crate::cli::detect::ModelName>()? {
         crate::cli::detect::ModelName::SsdlitePed => {
             let m = crate::cli::detect::load_ssdlite(cfg.weights.as_deref())?;
-            crate::sim::replay::replay(&m, &cfg, exits, file.as_ref(), alerts, &stop)?
+            crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
         }
         crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
-            let m = crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05)?;
-            crate::sim::replay::replay(&m, &cfg, exits, file.as_ref(), alerts, &stop)?
+            let m = if cfg.standin_weights {
+                crate::cli::detect::standin_maskrcnn()?
+            } else {
+                crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05)?
+            };
+            crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
         }
     };
-    crate::cli::detect::write_json_atomic(&a.report, &report)?;
-    print!("{}", report.summary());
-    println!("report: {}", a.report.display());
-    Ok(0)
+    crate::cli::detect::write_json_atomic(report_path, &report)?;
+    Ok(report)
 }

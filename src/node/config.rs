@@ -59,6 +59,24 @@ pub struct NodeConfig {
     /// Stop after this many frames (0 = all).
     #[serde(default)]
     pub limit: usize,
+    /// Only these frame numbers of each Cityscapes sequence, half-open, e.g. `(18, 30)`.
+    #[serde(default)]
+    pub seq_frames: Option<(usize, usize)>,
+    /// Only these Cityscapes sequences (`city_SSSSSS`), when not empty.
+    #[serde(default)]
+    pub seq: Vec<String>,
+    /// Leave out these Cityscapes sequences.
+    #[serde(default)]
+    pub not_seq: Vec<String>,
+    /// Mask R-CNN only: deterministic stand-in weights instead of a weights file, for latency
+    /// measurements where torchvision's COCO weights are not available (its detections mean
+    /// nothing).
+    #[serde(default)]
+    pub standin_weights: bool,
+    /// Retrain the cache exits in the background on the frames the full detector labels, and
+    /// swap them in between frames (needs `calib`). Alert streams are then timing-dependent.
+    #[serde(default)]
+    pub retrain: bool,
 }
 
 impl NodeConfig {
@@ -77,6 +95,11 @@ impl NodeConfig {
             score_thresh: default_score(),
             gt_min_pixels: default_gt_min_pixels(),
             limit: 0,
+            seq_frames: None,
+            seq: Vec::new(),
+            not_seq: Vec::new(),
+            standin_weights: false,
+            retrain: false,
         }
     }
 
@@ -149,6 +172,43 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some((lo, hi)) = self.seq_frames {
+            if lo >= hi {
+                return Err((
+                    "seq_frames",
+                    format!("seq_frames ({lo}, {hi}) is empty: give (first, last + 1)"),
+                ));
+            }
+        }
+        if self.standin_weights {
+            if self.model != "maskrcnn-r50-fpn" {
+                return Err((
+                    "standin_weights",
+                    format!(
+                        "standin_weights is for maskrcnn-r50-fpn, not {}",
+                        self.model
+                    ),
+                ));
+            }
+            if self.weights.is_some() {
+                return Err((
+                    "standin_weights",
+                    "give weights or standin_weights, not both".into(),
+                ));
+            }
+            if self.calib.is_some() {
+                return Err((
+                    "standin_weights",
+                    "stand-in weights run without cache exits (no calib)".into(),
+                ));
+            }
+        }
+        if self.retrain && self.calib.is_none() {
+            return Err((
+                "retrain",
+                "retrain needs cache exits to retrain (calib)".into(),
+            ));
+        }
         if let Some(w) = &self.weights {
             if !w.is_file() {
                 return Err(("weights", format!("{}: no such file", w.display())));
@@ -198,5 +258,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.policy, HitPolicy::AlertThenContinue);
+        let ok = NodeConfig::parse(
+            "(sources: [\"src\"], max_speed: true, seq_frames: (18, 30), not_seq: [\"a_000001\"])",
+            "w",
+        )
+        .unwrap();
+        assert_eq!(ok.seq_frames, Some((18, 30)));
+        assert_eq!(ok.not_seq, ["a_000001"]);
+        let e = NodeConfig::parse(
+            "(\n  sources: [\"src\"],\n  fps: 17.0,\n  seq_frames: (30, 18),\n)",
+            "v.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("v.ron:4: seq_frames (30, 18) is empty"),
+            "{e}"
+        );
+        let e = NodeConfig::parse(
+            "(\n  sources: [\"src\"],\n  fps: 17.0,\n  standin_weights: true,\n)",
+            "s.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "s.ron:4: standin_weights is for maskrcnn-r50-fpn, not ssdlite-ped"
+        );
     }
 }

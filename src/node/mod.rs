@@ -7,12 +7,15 @@
 //! - Perception (a [`Perception`]) publishes typed [`Alert`]s as soon as it knows them; the node
 //!   adds `DeadlineMiss` when a frame finishes after its deadline.
 //! - The bus fans alerts out to the [`Planner`] and the recorder.
+//! - Optionally a retrainer ([`retrain`]) learns from the frames the full detector labelled and
+//!   swaps retrained exits in between frames.
 
 pub mod config;
 pub mod pipeline;
 pub mod queue;
+pub mod retrain;
 
-pub use pipeline::{run_node, FrameRecord, NodeRun, NodeSettings, SourceItem};
+pub use pipeline::{run_node, FrameRecord, InputDefect, NodeRun, NodeSettings, SourceItem};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

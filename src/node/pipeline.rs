@@ -12,8 +12,25 @@ pub const BUS_CAPACITY: usize = 4096;
 
 /// What the source yields: a decoded frame, or a frame that could not be read.
 pub enum SourceItem<T> {
-    Frame { path: String, payload: T },
-    Bad { path: String, cause: String },
+    /// A frame to perceive. `defects`: inputs that belong to it but could not be used (e.g. its
+    /// ground-truth label map is missing); each is reported once as `BadFrame` and counted, and
+    /// the frame is still processed.
+    Frame {
+        path: String,
+        payload: T,
+        defects: Vec<InputDefect>,
+    },
+    Bad {
+        path: String,
+        cause: String,
+    },
+}
+
+/// An input that belongs to a good frame but could not be used: its path and the cause.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputDefect {
+    pub path: String,
+    pub cause: String,
 }
 
 /// A frame in the node: its index in the source, its capture time and its pixels (or payload).
@@ -26,10 +43,12 @@ pub struct Frame<T> {
 
 enum Work<T> {
     Frame(Frame<T>),
+    /// An unreadable frame, or (`skipped: false`) a defective input of a frame that still runs.
     Bad {
         index: usize,
         path: String,
         cause: String,
+        skipped: bool,
     },
 }
 
@@ -60,8 +79,11 @@ pub struct NodeRun<O, P> {
     /// Items the source produced (frames + bad frames).
     pub sourced: usize,
     pub dropped: Vec<usize>,
-    /// Frames reported as `BadFrame` (unreadable, or perception failed on them).
+    /// Frames reported as `BadFrame` and skipped (unreadable, or perception failed on them).
     pub bad: Vec<usize>,
+    /// Frames processed (or dropped) whose defective input was reported as `BadFrame`
+    /// (see [`SourceItem::Frame`]), once per defect.
+    pub defects: Vec<usize>,
     pub records: Vec<FrameRecord<O>>,
     pub deadline_misses: usize,
     pub planner: P,
@@ -122,19 +144,46 @@ where
         }
         let capture = Instant::now();
         let Some(item) = source.next() else { break };
-        let work = match item {
-            SourceItem::Frame { path, payload } => Work::Frame(Frame {
-                index: i,
-                capture,
+        let (work, defects) = match item {
+            SourceItem::Frame {
                 path,
                 payload,
-            }),
-            SourceItem::Bad { path, cause } => Work::Bad {
-                index: i,
-                path,
-                cause,
-            },
+                defects,
+            } => (
+                Work::Frame(Frame {
+                    index: i,
+                    capture,
+                    path,
+                    payload,
+                }),
+                defects,
+            ),
+            SourceItem::Bad { path, cause } => (
+                Work::Bad {
+                    index: i,
+                    path,
+                    cause,
+                    skipped: true,
+                },
+                Vec::new(),
+            ),
         };
+        // Defect reports go ahead of their frame and are never evicted: each is reported once,
+        // in order, even when the frame itself is dropped.
+        for d in defects {
+            let report = Work::Bad {
+                index: i,
+                path: d.path,
+                cause: d.cause,
+                skipped: false,
+            };
+            if settings.fps.is_some() {
+                // Never waits and evicts nothing (a report is a few bytes beyond the bound).
+                q.push_evict(report, |_| false);
+            } else {
+                q.push_wait(report);
+            }
+        }
         st.sourced += 1;
         i += 1;
         if settings.fps.is_some() {
@@ -230,12 +279,22 @@ where
         };
 
         // Perception, on this thread.
-        let (mut records, mut bad, mut misses) = (Vec::new(), Vec::new(), 0usize);
+        let (mut records, mut bad, mut defects, mut misses) =
+            (Vec::new(), Vec::new(), Vec::new(), 0usize);
         let mut failure: Option<anyhow::Error> = None;
         while let Some(work) = q.pop() {
             match work {
-                Work::Bad { index, path, cause } => {
-                    bad.push(index);
+                Work::Bad {
+                    index,
+                    path,
+                    cause,
+                    skipped,
+                } => {
+                    if skipped {
+                        bad.push(index);
+                    } else {
+                        defects.push(index);
+                    }
                     let _ = bus_tx.send(Envelope {
                         alert: Alert::BadFrame {
                             frame: index,
@@ -312,6 +371,7 @@ where
             sourced: src.sourced,
             dropped: src.dropped,
             bad,
+            defects,
             records,
             deadline_misses: misses,
             planner,

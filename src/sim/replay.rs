@@ -3,18 +3,23 @@
 
 use crate::cache::calibrate::{CacheableDetector, ExitsFile};
 use crate::cache::enabled::{CacheEnabled, Exit, Resolution};
-use crate::cli::calibrate::region_gt;
 use crate::cli::demo::quantile;
 use crate::detect::TeacherTarget;
 use crate::frame::RgbFrame;
 use crate::node::config::NodeConfig;
 use crate::node::pipeline::Frame;
-use crate::node::{run_node, Alert, HarnessPlanner, HitPolicy, NodeSettings, SourceItem};
+use crate::node::retrain::{LiveExits, RetrainConfig, RetrainStats, Retrainer};
+use crate::node::{
+    run_node, Alert, HarnessPlanner, HitPolicy, InputDefect, NodeSettings, SourceItem,
+};
+use crate::sim::groundtruth::{index_ground_truth, FrameTruth};
 use crate::sim::metrics::Confusion;
 use crate::sim::source::{read_frames, select_frames, FrameRef, Selection};
+use candle_core::Tensor;
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Full-detector output in frame pixels.
@@ -101,9 +106,15 @@ impl FrameOutcome {
     }
 }
 
-/// Frames of the configured sources, after the limit.
+/// Frames of the configured sources, after the sequence selection and the limit.
 pub fn config_frames(cfg: &NodeConfig) -> anyhow::Result<Vec<FrameRef>> {
-    let mut frames = select_frames(&cfg.sources, &Selection::default())?;
+    let sel = Selection {
+        part: None,
+        seq_frames: cfg.seq_frames,
+        only_seq: cfg.seq.clone(),
+        not_seq: cfg.not_seq.clone(),
+    };
+    let mut frames = select_frames(&cfg.sources, &sel)?;
     anyhow::ensure!(!frames.is_empty(), "no frames in {:?}", cfg.sources);
     if cfg.limit > 0 {
         frames.truncate(cfg.limit);
@@ -112,10 +123,15 @@ pub fn config_frames(cfg: &NodeConfig) -> anyhow::Result<Vec<FrameRef>> {
 }
 
 /// Decode frames in order; a frame that does not decode, or whose size differs from the
-/// sequence's (its first good frame), is a bad frame with its path and cause.
-pub fn frame_source(frames: &[FrameRef]) -> impl Iterator<Item = SourceItem<RgbFrame>> + '_ {
+/// sequence's (its first good frame), is a bad frame with its path and cause. `truth[i]`, when
+/// given, is frame i's ground truth: a defective label map travels with its (good) frame as an
+/// [`InputDefect`].
+pub fn frame_source<'a>(
+    frames: &'a [FrameRef],
+    truth: &'a [FrameTruth],
+) -> impl Iterator<Item = SourceItem<RgbFrame>> + 'a {
     let mut size: Option<(usize, usize)> = None;
-    read_frames(frames).map(move |(fref, r)| {
+    read_frames(frames).enumerate().map(move |(i, (fref, r))| {
         let path = fref.name();
         match r {
             Err(e) => {
@@ -134,7 +150,18 @@ pub fn frame_source(frames: &[FrameRef]) -> impl Iterator<Item = SourceItem<RgbF
                 },
                 _ => {
                     size = Some((f.width, f.height));
-                    SourceItem::Frame { path, payload: f }
+                    let defects = match truth.get(i) {
+                        Some(FrameTruth::Defect { label_map, cause }) => vec![InputDefect {
+                            path: label_map.display().to_string(),
+                            cause: cause.clone(),
+                        }],
+                        _ => Vec::new(),
+                    };
+                    SourceItem::Frame {
+                        path,
+                        payload: f,
+                        defects,
+                    }
                 }
             },
         }
@@ -203,6 +230,8 @@ pub struct ReplayPresence {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReplayReport {
     pub model: String,
+    /// Weights file, or the stand-in weights (latency only).
+    pub weights: String,
     /// Calibration used (the split its exits were fitted on is in its report.json).
     pub calib: Option<String>,
     pub sources: Vec<String>,
@@ -215,6 +244,10 @@ pub struct ReplayReport {
     pub processed: usize,
     pub dropped: usize,
     pub bad_frames: usize,
+    /// Frames processed (or dropped) whose expected label map is missing or unusable, each
+    /// reported once as `BadFrame` naming the label map (see `groundtruth::index_ground_truth`);
+    /// they are left out of the presence figures vs ground truth.
+    pub bad_label_maps: usize,
     pub deadline_ms: f64,
     pub deadline_misses: usize,
     /// Capture -> perception done, per processed frame.
@@ -231,7 +264,9 @@ pub struct ReplayReport {
     pub presence: ReplayPresence,
     pub mean_flops_per_frame: f64,
     pub mean_full_flops_per_frame: f64,
+    /// Retraining rounds run in the background (`retrain`), and what they did.
     pub retrains: usize,
+    pub retrain: Option<RetrainStats>,
     pub source_max_push_ms: f64,
     pub interrupted: bool,
     pub wall_s: f64,
@@ -259,13 +294,26 @@ where
         );
     }
     let frames = config_frames(cfg)?;
+    // Ground truth first, off the timed path; defective label maps travel with their frames.
+    let truth = index_ground_truth(&frames, cfg.gt_min_pixels);
     let layers: Vec<String> = exits.iter().map(|e| e.layer.clone()).collect();
     let positive = calib.map_or(det.positive(), |f| f.positive);
-    let cached = CacheEnabled {
-        detector: det,
-        exits,
-        policy: calib.map_or_else(Default::default, |f| f.policy),
-        positive,
+    let exit_policy = calib.map_or_else(Default::default, |f| f.policy);
+    let n_exits = exits.len();
+    // The exits perception uses; the retrainer (when on) swaps them between frames.
+    let live_exits = Arc::new(LiveExits::new(exits));
+    let mut retrainer = match (cfg.retrain, calib) {
+        (true, Some(f)) if n_exits > 0 => Some(Retrainer::spawn(
+            live_exits.clone(),
+            exit_policy,
+            positive,
+            RetrainConfig {
+                tolerance: f.tolerance,
+                ..RetrainConfig::default()
+            },
+        )?),
+        (true, _) => anyhow::bail!("retrain needs a calibration with selected exits (calib)"),
+        _ => None,
     };
     let settings = NodeSettings {
         fps: if cfg.max_speed { None } else { cfg.fps },
@@ -289,16 +337,52 @@ where
             let profile = det.flops_profile(&input)?;
             let capture = frame.capture;
             let elapsed_ms = || capture.elapsed().as_secs_f64() * 1e3;
-            let out = cached.forward(&input, &groups, &mut |_, e, p| {
-                publish(Alert::EarlyAlert {
-                    frame: frame.index,
-                    exit: layers[e].clone(),
-                    class: p.class,
-                    pedestrian: p.class == positive,
-                    confidence: p.confidence,
-                    latency_ms: elapsed_ms(),
-                })
-            })?;
+            // One set of exits for the whole frame (a swap lands between frames).
+            let cached = CacheEnabled {
+                detector: det,
+                exits: live_exits.load().to_vec(),
+                policy: exit_policy,
+                positive,
+            };
+            // Per unit, its pooled input at each exit, kept for the retrainer.
+            let mut taps: Vec<Vec<Option<Vec<f32>>>> = if retrainer.is_some() {
+                vec![vec![None; n_exits]; regions.len()]
+            } else {
+                Vec::new()
+            };
+            let mut tap = |e: usize, alive: &[usize], pooled: &Tensor| {
+                if taps.is_empty() {
+                    return;
+                }
+                if let Ok(rows) = pooled.flatten_from(1).and_then(|t| t.to_vec2::<f32>()) {
+                    for (&u, row) in alive.iter().zip(rows) {
+                        taps[u][e] = Some(row);
+                    }
+                }
+            };
+            let out = cached.forward_tapped(
+                &input,
+                &groups,
+                &mut |_, e, p| {
+                    publish(Alert::EarlyAlert {
+                        frame: frame.index,
+                        exit: layers[e].clone(),
+                        class: p.class,
+                        pedestrian: p.class == positive,
+                        confidence: p.confidence,
+                        latency_ms: elapsed_ms(),
+                    })
+                },
+                &mut tap,
+            )?;
+            // Offer the retrainer a unit the full detector labelled, when every exit saw it.
+            let mut teach = |u: usize, target: Vec<f32>| {
+                if let Some(r) = retrainer.as_mut() {
+                    if let Some(feats) = taps.get_mut(u).and_then(|t| t.drain(..).collect()) {
+                        r.offer((frame.index * 8 + u) as u64, feats, target);
+                    }
+                }
+            };
             let mut o = FrameOutcome {
                 width: img.width,
                 height: img.height,
@@ -347,7 +431,13 @@ where
             if full_units.len() == regions.len() {
                 o.full_pedestrian = Some(o.cached_pedestrian);
                 publish_dets(&full_units, publish);
+                for (u, d) in &full_units {
+                    teach(*u, d.target());
+                }
             } else {
+                for (u, d) in &full_units {
+                    teach(*u, d.target());
+                }
                 if !full_units.is_empty() {
                     publish_dets(&full_units, publish);
                 }
@@ -366,6 +456,9 @@ where
                             .collect();
                         let units: Vec<(usize, &D::Output)> = full.iter().enumerate().collect();
                         publish_dets(&units, publish);
+                        for &(u, _, _) in &unit_hits {
+                            teach(u, full[u].target());
+                        }
                     } else {
                         o.continue_skipped = true;
                     }
@@ -374,7 +467,7 @@ where
             Ok(o)
         };
     let run = run_node(
-        frame_source(&frames),
+        frame_source(&frames, &truth),
         perceive,
         HarnessPlanner::default(),
         alerts,
@@ -384,8 +477,8 @@ where
     if live {
         eprintln!();
     }
+    let retrain = retrainer.map(Retrainer::finish).transpose()?;
 
-    // Ground truth is read after the run, off the timed path.
     let (mut vs_det, mut vs_gt, mut full_gt) = (
         Confusion::default(),
         Confusion::default(),
@@ -411,11 +504,7 @@ where
             have_det = true;
             vs_det.add(o.cached_pedestrian, full);
         }
-        if let Some(gt) = region_gt(
-            &frames[r.index],
-            (0, 0, o.width, o.height),
-            cfg.gt_min_pixels,
-        ) {
+        if let Some(&FrameTruth::Pedestrian(gt)) = truth.get(r.index) {
             gt_frames += 1;
             vs_gt.add(o.pedestrian(), gt);
             if let Some(full) = o.full_pedestrian {
@@ -431,8 +520,14 @@ where
         .values()
         .filter_map(|d| d.reaction_ms)
         .collect();
+    let weights = match (&cfg.weights, cfg.standin_weights) {
+        (_, true) => "stand-in (deterministic; latency only, detections mean nothing)".into(),
+        (Some(w), false) => w.display().to_string(),
+        (None, false) => crate::cli::detect::DEFAULT_SSDLITE_WEIGHTS.into(),
+    };
     Ok(ReplayReport {
         model: det.model_name().into(),
+        weights,
         calib: cfg.calib.as_ref().map(|c| c.display().to_string()),
         sources: cfg
             .sources
@@ -447,6 +542,7 @@ where
         processed: run.records.len(),
         dropped: run.dropped.len(),
         bad_frames: run.bad.len(),
+        bad_label_maps: run.defects.len(),
         deadline_ms,
         deadline_misses: run.deadline_misses,
         latency_ms: Percentiles::of(run.records.iter().map(|r| r.latency_ms).collect()),
@@ -485,7 +581,8 @@ where
         },
         mean_flops_per_frame: flops / n,
         mean_full_flops_per_frame: full_flops / n,
-        retrains: 0,
+        retrains: retrain.as_ref().map_or(0, |r| r.rounds),
+        retrain,
         source_max_push_ms: run.source_max_push_ms,
         interrupted: run.interrupted,
         wall_s: run.wall_s,
@@ -512,12 +609,14 @@ impl ReplayReport {
                 ""
             }
         );
+        s += &format!("weights {}\n", self.weights);
         s += &format!(
-            "frames {}  processed {}  dropped {}  bad {}  deadline misses {} (deadline {} ms)\n",
+            "frames {}  processed {}  dropped {}  bad {}  bad label maps {}  deadline misses {} (deadline {} ms)\n",
             self.frames,
             self.processed,
             self.dropped,
             self.bad_frames,
+            self.bad_label_maps,
             self.deadline_misses,
             self.deadline_ms
         );
@@ -541,6 +640,19 @@ impl ReplayReport {
             self.mean_flops_per_frame / 1e6,
             self.mean_full_flops_per_frame / 1e6
         );
+        if let Some(r) = &self.retrain {
+            s += &format!(
+                "retrainer: {} rounds, {} swaps, {} units learned from ({} unconfident, {} dropped){}\n",
+                r.rounds,
+                r.swaps,
+                r.samples,
+                r.unconfident,
+                r.dropped,
+                r.error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(", last error: {e}"))
+            );
+        }
         if let Some(c) = &self.presence.vs_detector {
             s += &format!("presence vs detector: {c}\n");
         }

@@ -1,0 +1,517 @@
+//! The retrainer (paper 3.7): a background thread that keeps the node's cache exits fresh on the
+//! drive it is on, and hot-swaps them between frames.
+//!
+//! - Perception offers it every unit the full detector labelled with a confident teacher target
+//!   (the largest class probability at least `min_teacher_confidence`), with the unit's input at
+//!   each exit (the activation pooled to the store's grid, as the heads see it). Offering never
+//!   blocks perception: when the thread is behind, the sample is dropped and counted.
+//! - The samples go into a bounded medial store (reservoir, split train/val/test by id). When the
+//!   store holds at least `min_samples` and at least `fresh_fraction` of it is new since the last
+//!   round, a round runs: each exit's head (same architecture) is trained afresh by distillation
+//!   on the train split with early stopping on val, its temperature refitted on val; the
+//!   calibrated threshold is kept (it is a confidence level, and the refitted temperature keeps
+//!   confidences calibrated).
+//! - The candidate set replaces the live one only if it is better on the held-out test split,
+//!   judged as the calibration does (paper eq. 3, at set level) with the calibration's tolerance
+//!   X: while the live set's cache error rate (its answers that differ from the teacher's, over
+//!   the held-out units) is within X, a candidate must stay within X and hit more units; once the
+//!   live set is over X (the drive changed), a candidate with a lower error rate wins. The swap is
+//!   one `Arc` store under a write lock; perception loads the `Arc` once per frame, so a frame
+//!   never sees two sets.
+//!
+//! Under the `exit` policy only misses reach the full detector, so the store sees misses only;
+//! `alert_then_continue` also labels hits when the deadline allows (the audit DESIGN asks for).
+
+use crate::cache::calib::{fit_temperature, T_BOUNDS};
+use crate::cache::calibrate::argmax;
+use crate::cache::enabled::Exit;
+use crate::cache::head::{regrid, CacheHead};
+use crate::cache::store::{MedialStore, Sample, Split};
+use crate::cache::train::{train, TrainConfig};
+use crate::cache::ExitOn;
+use candle_core::{Device, Tensor};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde::Serialize;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+/// The exits perception uses, replaced whole between frames.
+pub struct LiveExits {
+    current: RwLock<Arc<Vec<Exit>>>,
+}
+
+impl LiveExits {
+    pub fn new(exits: Vec<Exit>) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(exits)),
+        }
+    }
+
+    /// The current set (perception: once per frame).
+    pub fn load(&self) -> Arc<Vec<Exit>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, exits: Vec<Exit>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(exits);
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RetrainConfig {
+    /// Medial store bound (units).
+    pub store_capacity: usize,
+    /// No round before the store holds this many units.
+    pub min_samples: usize,
+    /// Share of the store new since the last round that triggers one (paper: 20%).
+    pub fresh_fraction: f64,
+    /// Only units whose teacher is at least this sure of its class are learned from.
+    pub min_teacher_confidence: f32,
+    /// Samples waiting for the thread (beyond it they are dropped, perception never waits).
+    pub queue: usize,
+    /// Accuracy-drop budget X of the calibration (`exits.ron`'s `tolerance`).
+    pub tolerance: f64,
+    pub train: TrainConfig,
+    pub seed: u64,
+}
+
+impl Default for RetrainConfig {
+    fn default() -> Self {
+        Self {
+            store_capacity: 1000,
+            min_samples: 60,
+            fresh_fraction: 0.2,
+            min_teacher_confidence: 0.9,
+            queue: 256,
+            tolerance: 0.02,
+            train: TrainConfig {
+                epochs: 80,
+                patience: 10,
+                ..TrainConfig::default()
+            },
+            seed: 0,
+        }
+    }
+}
+
+/// One round on the held-out split: errors and hits of the live and the candidate set.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoundReport {
+    pub store: usize,
+    pub held_out: usize,
+    pub live_errors: usize,
+    pub live_hits: usize,
+    pub candidate_errors: usize,
+    pub candidate_hits: usize,
+    pub swapped: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RetrainStats {
+    /// Units offered with a confident teacher and taken by the thread.
+    pub samples: usize,
+    /// Units offered whose teacher was not confident enough.
+    pub unconfident: usize,
+    /// Units dropped because the thread was behind.
+    pub dropped: usize,
+    /// Rounds run (heads retrained).
+    pub rounds: usize,
+    /// Rounds whose candidate replaced the live exits.
+    pub swaps: usize,
+    pub last_round: Option<RoundReport>,
+    /// A round that failed (the live exits stay), as one line.
+    pub error: Option<String>,
+}
+
+/// Handle on the retrainer thread.
+pub struct Retrainer {
+    tx: Option<Sender<Sample>>,
+    handle: Option<JoinHandle<RetrainStats>>,
+    min_confidence: f32,
+    unconfident: usize,
+    dropped: usize,
+}
+
+impl Retrainer {
+    /// Start the thread for `live`'s exits (`policy`/`positive` as calibrated).
+    pub fn spawn(
+        live: Arc<LiveExits>,
+        policy: ExitOn,
+        positive: usize,
+        cfg: RetrainConfig,
+    ) -> anyhow::Result<Self> {
+        let (tx, rx) = bounded::<Sample>(cfg.queue.max(1));
+        let min_confidence = cfg.min_teacher_confidence;
+        let handle = std::thread::Builder::new()
+            .name("retrainer".into())
+            .spawn(move || run(rx, &live, policy, positive, &cfg))?;
+        Ok(Self {
+            tx: Some(tx),
+            handle: Some(handle),
+            min_confidence,
+            unconfident: 0,
+            dropped: 0,
+        })
+    }
+
+    /// Offer a unit the full detector labelled: `feats[e]` its pooled input at exit `e`,
+    /// `target` the teacher's distribution. Never blocks; returns whether it was taken.
+    pub fn offer(&mut self, id: u64, feats: Vec<Vec<f32>>, target: Vec<f32>) -> bool {
+        if target.iter().copied().fold(0f32, f32::max) < self.min_confidence {
+            self.unconfident += 1;
+            return false;
+        }
+        let Some(tx) = &self.tx else { return false };
+        let sample = Sample {
+            id,
+            feats,
+            target,
+            gt: None,
+        };
+        match tx.try_send(sample) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Close the queue, let the thread finish what it holds, and return what it did.
+    pub fn finish(mut self) -> anyhow::Result<RetrainStats> {
+        self.tx = None;
+        let mut stats = match self.handle.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("retrainer thread panicked"))?,
+            None => RetrainStats::default(),
+        };
+        stats.unconfident = self.unconfident;
+        stats.dropped = self.dropped;
+        Ok(stats)
+    }
+}
+
+fn run(
+    rx: Receiver<Sample>,
+    live: &LiveExits,
+    policy: ExitOn,
+    positive: usize,
+    cfg: &RetrainConfig,
+) -> RetrainStats {
+    let layers: Vec<(String, usize)> = live
+        .load()
+        .iter()
+        .map(|e| (e.layer.clone(), e.head.in_channels))
+        .collect();
+    let mut store = MedialStore::new(cfg.store_capacity, layers, cfg.seed);
+    let mut stats = RetrainStats::default();
+    for sample in rx {
+        stats.samples += 1;
+        store.push(sample);
+        if store.len() < cfg.min_samples || store.fresh_fraction() < cfg.fresh_fraction {
+            continue;
+        }
+        store.mark_trained();
+        match round(&store, live, policy, positive, cfg, stats.rounds as u64) {
+            Ok(Some(r)) => {
+                stats.rounds += 1;
+                stats.swaps += usize::from(r.swapped);
+                stats.last_round = Some(r);
+            }
+            Ok(None) => {}
+            Err(e) => stats.error = Some(format!("retraining round: {e}")),
+        }
+    }
+    stats
+}
+
+/// Train a candidate set on the store and swap it in if it is not worse on held-out samples.
+/// `None` when a split is empty (too few samples to train, stop early and judge).
+fn round(
+    store: &MedialStore,
+    live: &LiveExits,
+    policy: ExitOn,
+    positive: usize,
+    cfg: &RetrainConfig,
+    round: u64,
+) -> candle_core::Result<Option<RoundReport>> {
+    let dev = Device::Cpu;
+    let (train_s, val_s, test_s) = (
+        store.split(Split::Train),
+        store.split(Split::Val),
+        store.split(Split::Test),
+    );
+    if train_s.is_empty() || val_s.is_empty() || test_s.is_empty() {
+        return Ok(None);
+    }
+    let current = live.load();
+    let val_teacher: Vec<usize> = val_s.iter().map(|s| argmax(&s.target)).collect();
+    let mut candidate = Vec::with_capacity(current.len());
+    for (l, exit) in current.iter().enumerate() {
+        let (tx, tt) = store.tensors(l, &train_s, &dev)?;
+        let (vx, vt) = store.tensors(l, &val_s, &dev)?;
+        let g = exit.head.arch.grid;
+        let seed = cfg
+            .seed
+            .wrapping_add(round.wrapping_mul(1000))
+            .wrapping_add(l as u64);
+        let mut head = CacheHead::new(exit.head.arch.clone(), exit.head.in_channels, seed, &dev)?;
+        let train_cfg = TrainConfig {
+            seed,
+            ..cfg.train.clone()
+        };
+        train(
+            &mut head,
+            &regrid(&tx, g)?,
+            &tt,
+            &regrid(&vx, g)?,
+            &vt,
+            &train_cfg,
+        )?;
+        let val_logits: Vec<Vec<f32>> = head.forward(&regrid(&vx, g)?)?.to_vec2()?;
+        let t = fit_temperature(&val_logits, &val_teacher, T_BOUNDS).t;
+        candidate.push(Exit {
+            head,
+            temperature: t,
+            ..exit.clone()
+        });
+    }
+    let (live_errors, live_hits) = cascade(&current, store, &test_s, policy, positive, &dev)?;
+    let (candidate_errors, candidate_hits) =
+        cascade(&candidate, store, &test_s, policy, positive, &dev)?;
+    let swapped = adopt(
+        (live_errors, live_hits),
+        (candidate_errors, candidate_hits),
+        test_s.len(),
+        cfg.tolerance,
+    );
+    if swapped {
+        live.replace(candidate);
+    }
+    Ok(Some(RoundReport {
+        store: store.len(),
+        held_out: test_s.len(),
+        live_errors,
+        live_hits,
+        candidate_errors,
+        candidate_hits,
+        swapped,
+    }))
+}
+
+/// Whether a candidate set `(errors, hits)` on `n` held-out units replaces the live one, with
+/// accuracy-drop budget `tolerance` (see the module doc).
+pub fn adopt(live: (usize, usize), candidate: (usize, usize), n: usize, tolerance: f64) -> bool {
+    let rate = |errors: usize| errors as f64 / n.max(1) as f64;
+    if rate(live.0) <= tolerance {
+        rate(candidate.0) <= tolerance && candidate.1 > live.1
+    } else {
+        candidate.0 < live.0
+    }
+}
+
+/// The exits in order on stored samples, as the cache-enabled forward runs them: the first exit
+/// that hits answers. Returns (answers that differ from the teacher's class, hits).
+pub fn cascade(
+    exits: &[Exit],
+    store: &MedialStore,
+    samples: &[&Sample],
+    policy: ExitOn,
+    positive: usize,
+    dev: &Device,
+) -> candle_core::Result<(usize, usize)> {
+    let mut answered = vec![false; samples.len()];
+    let (mut errors, mut hits) = (0, 0);
+    for (l, exit) in exits.iter().enumerate() {
+        let (x4, _): (Tensor, Tensor) = store.tensors(l, samples, dev)?;
+        for (i, p) in exit.predict_pooled(&x4)?.iter().enumerate() {
+            if answered[i] || !p.hits(exit.theta, policy, positive) {
+                continue;
+            }
+            answered[i] = true;
+            hits += 1;
+            errors += usize::from(p.class != argmax(&samples[i].target));
+        }
+    }
+    Ok((errors, hits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::head::{HeadArch, SplitMix64};
+
+    const C: usize = 8;
+
+    /// A unit of a synthetic drive: class 1 ("pedestrian") iff channel 0's mean is positive;
+    /// the teacher is confident (0.95). Returns the pooled features `[C * 16]` and the target.
+    fn unit(rng: &mut SplitMix64) -> (Vec<f32>, Vec<f32>) {
+        let cls = rng.below(2);
+        let shift = if cls == 1 { 1.0 } else { -1.0 };
+        let feats = (0..C * 16)
+            .map(|k| {
+                let noise = (rng.next_f64() * 2.0 - 1.0) as f32;
+                if k < 16 {
+                    shift + 0.5 * noise
+                } else {
+                    noise
+                }
+            })
+            .collect();
+        let target = if cls == 1 {
+            vec![0.05, 0.95]
+        } else {
+            vec![0.95, 0.05]
+        };
+        (feats, target)
+    }
+
+    fn exit_with(head: CacheHead) -> Exit {
+        Exit {
+            stage: 0,
+            layer: "synthetic".into(),
+            head,
+            temperature: 1.0,
+            theta: 0.9,
+            c1: 0,
+        }
+    }
+
+    fn linear() -> HeadArch {
+        HeadArch {
+            grid: 1,
+            convs: vec![],
+            linears: vec![],
+            classes: 2,
+        }
+    }
+
+    /// The live exit on fresh units of the drive, judged against the rule that made them (not
+    /// against the teacher the retrainer saw): (share of units it hits at its threshold, share of
+    /// its hits that are right).
+    fn judge(live: &LiveExits, seed: u64) -> (f64, f64) {
+        let exits = live.load();
+        let mut rng = SplitMix64::new(seed);
+        let n = 200;
+        let (mut x, mut truth) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (f, t) = unit(&mut rng);
+            x.extend(f);
+            truth.push(argmax(&t));
+        }
+        let x4 = Tensor::from_vec(x, (n, C, 4, 4), &Device::Cpu).unwrap();
+        let e = &exits[0];
+        let hits: Vec<bool> = e
+            .predict_pooled(&x4)
+            .unwrap()
+            .iter()
+            .zip(&truth)
+            .filter(|(p, _)| p.hits(e.theta, ExitOn::Any, 1))
+            .map(|(p, t)| p.class == *t)
+            .collect();
+        let right = hits.iter().filter(|&&r| r).count();
+        (
+            hits.len() as f64 / n as f64,
+            right as f64 / hits.len().max(1) as f64,
+        )
+    }
+
+    fn feed(live: &Arc<LiveExits>, cfg: RetrainConfig, n: usize, seed: u64) -> RetrainStats {
+        let mut r = Retrainer::spawn(live.clone(), ExitOn::Any, 1, cfg).unwrap();
+        let mut rng = SplitMix64::new(seed);
+        for i in 0..n {
+            let (f, t) = unit(&mut rng);
+            // Offer until taken: the test wants every sample in, in order.
+            while !r.offer(i as u64, vec![f.clone()], t.clone()) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        r.finish().unwrap()
+    }
+
+    #[test]
+    fn retrains_an_untrained_exit_and_swaps_it_in() {
+        let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
+        let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+        let (hit_rate_before, _) = judge(&live, 99);
+        let old = live.load();
+        let cfg = RetrainConfig {
+            min_samples: 100,
+            ..RetrainConfig::default()
+        };
+        let stats = feed(&live, cfg, 300, 1);
+        assert!(stats.rounds >= 1, "{stats:?}");
+        assert!(stats.swaps >= 1, "{stats:?}");
+        assert_eq!(stats.samples, 300);
+        assert!(stats.error.is_none(), "{stats:?}");
+        let (hit_rate, hit_accuracy) = judge(&live, 99);
+        assert!(
+            !Arc::ptr_eq(&old, &live.load()),
+            "the live set was replaced"
+        );
+        assert!(
+            hit_rate > 0.9 && hit_rate > hit_rate_before + 0.3,
+            "hit rate {hit_rate_before} -> {hit_rate}"
+        );
+        assert!(hit_accuracy > 0.99, "{hit_accuracy}");
+    }
+
+    #[test]
+    fn keeps_the_live_exit_when_the_candidate_is_worse() {
+        // A well-trained live exit; then rounds whose training is cut to zero epochs, so each
+        // candidate is its untrained initialisation: no more hits within the budget, it stays out.
+        let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
+        let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+        let cfg = RetrainConfig {
+            min_samples: 100,
+            ..RetrainConfig::default()
+        };
+        feed(&live, cfg.clone(), 300, 1);
+        let good = live.load();
+        let good = (good, judge(&live, 99));
+        assert!(good.1 .0 > 0.9 && good.1 .1 > 0.99, "{:?}", good.1);
+        let crippled = RetrainConfig {
+            train: TrainConfig {
+                epochs: 0,
+                ..cfg.train.clone()
+            },
+            ..cfg
+        };
+        let stats = feed(&live, crippled, 300, 2);
+        assert!(stats.rounds >= 1, "{stats:?}");
+        assert_eq!(stats.swaps, 0, "{stats:?}");
+        let r = stats.last_round.unwrap();
+        assert!(
+            r.candidate_hits <= r.live_hits || r.candidate_errors as f64 > 0.02 * r.held_out as f64,
+            "{r:?}"
+        );
+        assert!(Arc::ptr_eq(&good.0, &live.load()));
+        assert_eq!(judge(&live, 99), good.1);
+    }
+
+    #[test]
+    fn adoption_follows_the_tolerance() {
+        // 100 held-out units, X = 0.02: live within budget (1 error) -> more hits within budget.
+        assert!(adopt((1, 50), (2, 60), 100, 0.02));
+        assert!(!adopt((1, 50), (3, 90), 100, 0.02), "over budget");
+        assert!(!adopt((1, 50), (0, 50), 100, 0.02), "no more hits");
+        // Live over budget (5 errors): fewer errors win, even with fewer hits.
+        assert!(adopt((5, 80), (3, 40), 100, 0.02));
+        assert!(!adopt((5, 80), (5, 90), 100, 0.02));
+    }
+
+    #[test]
+    fn unconfident_teachers_are_not_learned_from() {
+        let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
+        let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+        let mut r = Retrainer::spawn(live, ExitOn::Any, 1, RetrainConfig::default()).unwrap();
+        assert!(!r.offer(0, vec![vec![0.0; C * 16]], vec![0.4, 0.6]));
+        assert!(r.offer(1, vec![vec![0.0; C * 16]], vec![0.05, 0.95]));
+        let stats = r.finish().unwrap();
+        assert_eq!((stats.samples, stats.unconfident, stats.rounds), (1, 1, 0));
+    }
+}
