@@ -37,7 +37,13 @@ pub fn threads() -> usize {
 /// a 64->256 1x1 conv on a 512x1024 input. Served from a heap that is never trimmed, the same
 /// pages are reused frame after frame; resident memory stays at the peak working set, which is
 /// what a perception node sized for its worst frame holds anyway.
+///
+/// `PEDCACHE_MALLOC=default` leaves glibc's defaults in place (to compare against, e.g. candle's
+/// stock ops as a plain candle program runs them).
 fn keep_freed_memory() {
+    if std::env::var("PEDCACHE_MALLOC").is_ok_and(|v| v == "default") {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
