@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ResNet50 body (conv1..layer4), side by side in one run: pedcache's conv engine, candle's stock
-# conv2d (same binary, `--engine candle`), onnxruntime and PyTorch eager
+# conv2d (same binary, `--engine candle`; once with the process settings ours runs under, once
+# with glibc's allocator defaults as a plain candle program has them), onnxruntime and PyTorch eager
 # (scripts/bench_backbone_peers.py), for each input size and thread count. The engines of one
 # (size, threads) point run back to back, so their ratios share the machine's state; with
 # ROUNDS > 1 the table quotes the median over rounds of each engine's median.
@@ -45,6 +46,9 @@ for r in $(seq 1 "$ROUNDS"); do
             "$BIN" --threads "$t" bench backbone --size "$size" --json "$OUT/ours-$tag.json"
             "$BIN" --threads "$t" bench backbone --size "$size" --engine candle --iters 3 \
                 --json "$OUT/candle-$tag.json"
+            # Stock candle as a plain candle program runs it: glibc's allocator defaults.
+            PEDCACHE_MALLOC=default "$BIN" --threads "$t" bench backbone --size "$size" \
+                --engine candle --iters 3 --json "$OUT/candle-default-$tag.json"
             "$PEERS_PY" scripts/bench_backbone_peers.py --threads "$t" --sizes "$size" \
                 --wait-idle 0 --retries 0 --json "$OUT/peers-$tag.json" >/dev/null
         done
@@ -57,20 +61,22 @@ out, sizes, threads, rounds = sys.argv[1], sys.argv[2].split(), sys.argv[3].spli
 def load(p):
     with open(os.path.join(out, p)) as f:
         return json.load(f)
-print("| input | threads | pedcache (ours) | candle stock | onnxruntime | PyTorch eager | ours / ORT | candle / ours |")
-print("|---|--:|--:|--:|--:|--:|--:|--:|")
+print("| input | threads | pedcache (ours) | candle stock (our allocator setting) | candle stock (glibc defaults) | onnxruntime | PyTorch eager | ours / ORT | candle / ours | candle defaults / ours |")
+print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 for size in sizes:
     for t in threads:
-        cells = {"ours": [], "candle": [], "onnxruntime": [], "pytorch": []}
+        cells = {"ours": [], "candle": [], "candle-default": [], "onnxruntime": [], "pytorch": []}
         for r in range(1, rounds + 1):
             tag = f"{size}-t{t}-r{r}"
             cells["ours"].append(load(f"ours-{tag}.json")["median_ms"])
             cells["candle"].append(load(f"candle-{tag}.json")["median_ms"])
+            cells["candle-default"].append(load(f"candle-default-{tag}.json")["median_ms"])
             for e in load(f"peers-{tag}.json")["results"]:
                 cells[e["engine"]].append(e["median_ms"])
         m = {k: statistics.median(v) for k, v in cells.items()}
         gflop = load(f"ours-{size}-t{t}-r1.json")["gflop"]
         print(f"| {size} ({gflop:.1f} GFLOP) | {t} | {m['ours']:.1f} ({gflop / m['ours'] * 1e3:.0f} GFLOP/s) "
-              f"| {m['candle']:.1f} | {m['onnxruntime']:.1f} | {m['pytorch']:.1f} "
-              f"| {m['ours'] / m['onnxruntime']:.2f} | {m['candle'] / m['ours']:.2f} |")
+              f"| {m['candle']:.1f} | {m['candle-default']:.1f} | {m['onnxruntime']:.1f} | {m['pytorch']:.1f} "
+              f"| {m['ours'] / m['onnxruntime']:.2f} | {m['candle'] / m['ours']:.2f} "
+              f"| {m['candle-default'] / m['ours']:.2f} |")
 EOF
