@@ -74,7 +74,8 @@ fn bench(c: &mut Criterion) {
         }
     };
     let calib = root.join("calib/ssdlite-ped-vtest");
-    let (file, exits) = pedcache::cache::files::load(&calib).expect("committed calibration");
+    let (file, exits) = pedcache::cache::files::load(&calib, &candle_core::Device::Cpu)
+        .expect("committed calibration");
     assert!(!exits.is_empty(), "{}: no selected exit", calib.display());
     let cached = CacheEnabled {
         detector: &model,

@@ -1,4 +1,5 @@
-//! Process-wide compute settings (thread count) shared by the CLI, tests and benches.
+//! Process-wide compute settings (thread count) shared by the CLI, tests and benches, and the
+//! compute device the commands run on.
 
 use std::sync::OnceLock;
 
@@ -56,5 +57,103 @@ fn keep_freed_memory() {
             mallopt(M_MMAP_MAX, 0);
             mallopt(M_TRIM_THRESHOLD, i32::MAX);
         }
+    }
+}
+
+/// Where the detector and the cache heads run: `cpu`, or `cuda` / `cuda:N` (GPU N, 0 when not
+/// given) in a binary built with `--features cuda`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+/// The accepted spellings, for messages and help texts.
+pub const DEVICE_VALUES: &str = "cpu | cuda | cuda:N";
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = match s {
+            "cpu" => return Ok(Self::Cpu),
+            "cuda" => Some(0),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok()),
+        };
+        n.map(Self::Cuda)
+            .ok_or_else(|| format!("unknown device {s:?} ({DEVICE_VALUES})"))
+    }
+}
+
+impl DeviceSpec {
+    /// Parse `spec` and check that this binary can run on it: a CUDA device needs a build with
+    /// `--features cuda`. Whether the GPU is there is only known when it is opened ([`device`]).
+    pub fn parse_usable(spec: &str) -> Result<Self, String> {
+        let d: Self = spec.parse()?;
+        if matches!(d, Self::Cuda(_)) && !cfg!(feature = "cuda") {
+            return Err(format!(
+                "device {spec}: this binary was built without --features cuda; build with \
+                 ../shared/tools/cuda/build-cuda.sh"
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// The candle device named by `spec` (`cpu`, `cuda`, `cuda:N`); errors are one line naming the
+/// device and the cause (unknown name, a binary built without CUDA, no such GPU / no driver).
+pub fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
+    match DeviceSpec::parse_usable(spec).map_err(anyhow::Error::msg)? {
+        DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
+        DeviceSpec::Cuda(n) => open_cuda(spec, n),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(spec: &str, n: usize) -> anyhow::Result<candle_core::Device> {
+    candle_core::Device::new_cuda(n).map_err(|e| {
+        let cause = e.to_string();
+        let cause = cause.lines().next().unwrap_or("").trim();
+        anyhow::anyhow!("device {spec}: cannot open CUDA device {n}: {cause}")
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(spec: &str, _n: usize) -> anyhow::Result<candle_core::Device> {
+    // parse_usable already refused; kept so both builds share one code path.
+    anyhow::bail!("device {spec}: this binary was built without --features cuda")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_and_unknown_ones_are_refused() {
+        assert_eq!("cpu".parse::<DeviceSpec>(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:1".parse::<DeviceSpec>(), Ok(DeviceSpec::Cuda(1)));
+        for bad in [
+            "", "gpu", "CPU", "cuda:", "cuda:x", "cuda:-1", "cuda1", "metal", " cpu",
+        ] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(e.starts_with("unknown device"), "{bad:?}: {e}");
+            assert!(e.contains(DEVICE_VALUES), "{e}");
+        }
+        assert!(device("cpu").unwrap().is_cpu());
+        assert!(device("tpu").is_err());
+    }
+
+    #[test]
+    #[cfg(not(feature = "cuda"))]
+    fn cuda_in_a_cpu_build_is_a_clear_one_line_error() {
+        let e = device("cuda:0").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "device cuda:0: this binary was built without --features cuda; build with \
+             ../shared/tools/cuda/build-cuda.sh"
+        );
+        assert!(DeviceSpec::parse_usable("cpu").is_ok());
     }
 }

@@ -340,6 +340,112 @@ fn unknown_keys_and_bad_values_are_rejected() {
     assert_one_line_error(&out, &[&format!("{}:4:", cfg.display()), "queue"]);
 }
 
+/// The cause a CPU-only binary gives for a CUDA device.
+const NO_CUDA: &str =
+    "this binary was built without --features cuda; build with ../shared/tools/cuda/build-cuda.sh";
+
+#[test]
+fn device_key_is_validated_at_load_with_file_and_line() {
+    let ron = |device: &str| {
+        format!("(\n    sources: [\"src\"],\n    fps: 17.0,\n    device: {device:?},\n)\n")
+    };
+    for bad in ["gpu", "cuda:one", "cuda:", "Cpu"] {
+        let (out, cfg) = replay_config(&ron(bad), "baddevice");
+        assert_one_line_error(
+            &out,
+            &[
+                &format!("{}:4: unknown device {bad:?}", cfg.display()),
+                "cpu | cuda | cuda:N",
+            ],
+        );
+    }
+    if cfg!(feature = "cuda") {
+        eprintln!("SKIPPED: the CPU-only-build half (this is a --features cuda build)");
+        return;
+    }
+    for cuda in ["cuda", "cuda:1"] {
+        let (out, cfg) = replay_config(&ron(cuda), "cudadevice");
+        assert_one_line_error(
+            &out,
+            &[&format!("{}:4: device {cuda}: {NO_CUDA}", cfg.display())],
+        );
+    }
+    // The flags name the device too, with the same cause.
+    let out = bin()
+        .args(["replay", "--source", "src", "--device", "cuda", "--report"])
+        .arg(tmpdir("cudaflag").join("r.json"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &[&format!("device cuda: {NO_CUDA}")]);
+    let out = bin()
+        .args(["detect", "--device", "cuda:0", "--json"])
+        .arg(tmpdir("cudadetect").join("d.json"))
+        .arg("tests/fixtures/does-not-matter.png")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &[&format!("device cuda:0: {NO_CUDA}")]);
+    let out = bin()
+        .args(["detect", "--device", "tpu", "--json", "x.json", "y.png"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["unknown device \"tpu\" (cpu | cuda | cuda:N)"]);
+}
+
+#[test]
+fn device_cpu_in_ron_and_flags_runs_the_node_and_the_detector() {
+    let _turn = cpu_turn();
+    let Some((demo, calib)) = demo_inputs() else {
+        return;
+    };
+    let demo = demo
+        .strip_prefix(common::repo())
+        .unwrap()
+        .display()
+        .to_string();
+    let calib = calib
+        .strip_prefix(common::repo())
+        .unwrap()
+        .display()
+        .to_string();
+    let text = format!(
+        "(\n    sources: [{demo:?}],\n    calib: {calib:?},\n    max_speed: true,\n    limit: 3,\n    device: \"cpu\",\n)\n"
+    );
+    let (out, cfg) = replay_config(&text, "cpudevice");
+    ok(&out);
+    let r = read_report(&cfg.with_file_name("report.json"));
+    assert_eq!(r["device"], "cpu");
+    assert_eq!(r["processed"], 3);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(device cpu)"));
+    // --device on the command line overrides the file's (default) device.
+    let dir = tmpdir("cpuflag");
+    let out = bin()
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .args(["--device", "cpu", "--report"])
+        .arg(dir.join("r.json"))
+        .output()
+        .unwrap();
+    ok(&out);
+    let frame =
+        format!("{demo}/leftImg8bit_sequence/demo/vtest/vtest_000000_000000_leftImg8bit.png");
+    let (a, b) = (dir.join("default.json"), dir.join("cpu.json"));
+    ok(&bin()
+        .args(["detect", "--json"])
+        .arg(&a)
+        .arg(&frame)
+        .output()
+        .unwrap());
+    ok(&bin()
+        .args(["detect", "--device", "cpu", "--json"])
+        .arg(&b)
+        .arg(&frame)
+        .output()
+        .unwrap());
+    let (a, b) = (read_report(&a), read_report(&b));
+    assert!(!a["images"][0]["detections"].as_array().unwrap().is_empty());
+    assert_eq!(a, b);
+}
+
 /// Counts the drops it hears about on the bus.
 #[derive(Default)]
 struct CountingPlanner {

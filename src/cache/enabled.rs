@@ -35,11 +35,13 @@ impl Exit {
         self.predict_pooled(&x4)
     }
 
-    /// Calibrated predictions for store-grid inputs `[B, C, 4, 4]`.
+    /// Calibrated predictions for store-grid inputs `[B, C, 4, 4]`, on any device (moved to the
+    /// head's when elsewhere, e.g. stored rows judged by heads on a GPU).
     pub fn predict_pooled(&self, x4: &Tensor) -> Result<Vec<Prediction>> {
+        let x4 = x4.to_device(self.head.device())?;
         let logits: Vec<Vec<f32>> = self
             .head
-            .forward(&regrid(x4, self.head.arch.grid)?)?
+            .forward(&regrid(&x4, self.head.arch.grid)?)?
             .to_vec2()?;
         Ok(logits
             .iter()

@@ -77,13 +77,14 @@ pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
     Ok(f)
 }
 
-/// Load a calibration directory: the exits file and the selected exits with their heads.
-pub fn load(dir: &Path) -> anyhow::Result<(ExitsFile, Vec<Exit>)> {
+/// Load a calibration directory: the exits file and the selected exits with their heads, on
+/// `device` (the detector's, so heads read its activations where they are).
+pub fn load(dir: &Path, device: &Device) -> anyhow::Result<(ExitsFile, Vec<Exit>)> {
     let f = read_exits(dir)?;
     let heads_path = dir.join(HEADS);
     let bytes =
         std::fs::read(&heads_path).with_context(|| format!("loading {}", heads_path.display()))?;
-    let map = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+    let map = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
         anyhow::anyhow!(
             "loading {}: not a valid safetensors file ({e})",
             heads_path.display()

@@ -327,6 +327,29 @@ impl CacheHead {
         &self.vars
     }
 
+    /// The device the parameters live on (heads always have at least the output layer).
+    pub fn device(&self) -> &Device {
+        self.vars[0].device()
+    }
+
+    /// The same head with its parameters on `device` (copies; the head itself when already
+    /// there).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        if self.device().same_device(device) {
+            return Ok(self.clone());
+        }
+        let vars = self
+            .vars
+            .iter()
+            .map(|v| Var::from_tensor(&v.as_tensor().to_device(device)?))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            arch: self.arch.clone(),
+            in_channels: self.in_channels,
+            vars,
+        })
+    }
+
     /// Logits `[B, classes]` for pooled inputs `[B, in_channels, grid, grid]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;

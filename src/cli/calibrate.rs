@@ -84,6 +84,10 @@ pub struct CalibrateArgs {
     pub model: String,
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Where the detector runs while collecting activations: cpu, cuda or cuda:N (CUDA needs a
+    /// `--features cuda` build). The cache heads train on the CPU either way.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[command(flatten)]
     pub src: SourceArgs,
     /// Accuracy-drop budget X (fraction of units that may disagree with the detector).
@@ -129,14 +133,15 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<i32> {
         store_capacity: a.store_capacity,
         ..CalibConfig::default()
     };
+    let device = crate::runtime::device(&a.device)?;
     let frames = a.src.frames()?;
     match a.model.parse::<crate::cli::detect::ModelName>()? {
         crate::cli::detect::ModelName::SsdlitePed => {
-            let m = crate::cli::detect::load_ssdlite(a.weights.as_deref())?;
+            let m = crate::cli::detect::load_ssdlite(a.weights.as_deref(), &device)?;
             calibrate_with(&m, &frames, &a.src, &cfg, &a.out)
         }
         crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
-            let m = crate::cli::detect::load_maskrcnn(a.weights.as_deref(), 0.05)?;
+            let m = crate::cli::detect::load_maskrcnn(a.weights.as_deref(), 0.05, &device)?;
             calibrate_with(&m, &frames, &a.src, &cfg, &a.out)
         }
     }

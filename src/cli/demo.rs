@@ -37,6 +37,9 @@ pub struct DemoArgs {
     pub max_speed: bool,
     #[arg(long)]
     pub deadline_ms: Option<f64>,
+    /// Where the detector runs: cpu, cuda or cuda:N (default: the scenario's, cpu).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Score at which a detection counts as a pedestrian.
     #[arg(long)]
     pub score_thresh: Option<f32>,
@@ -65,6 +68,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         model: None,
         weights: a.weights.clone(),
         standin_weights: false,
+        device: a.device.clone(),
         source: a.source.iter().cloned().collect(),
         calib: a.calib.clone(),
         no_cache: a.no_cache,
@@ -92,7 +96,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         format!("{} fps", cfg.fps.unwrap_or(f64::NAN))
     };
     println!(
-        "pedcache demo: {} over {} at {rate}, deadline {} ms, cache exits: {} ({} threads)",
+        "pedcache demo: {} over {} at {rate}, deadline {} ms, cache exits: {} ({}, {} threads)",
         cfg.model,
         cfg.sources
             .iter()
@@ -103,6 +107,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         cfg.calib
             .as_ref()
             .map_or_else(|| "none".to_string(), |c| c.display().to_string()),
+        cfg.device,
         crate::runtime::threads(),
     );
     let report = replay_to_files(&cfg, &a.report, Some(&a.alerts)).map_err(|e| {

@@ -8,6 +8,7 @@ use crate::detect::ssdlite::{SsdLite, TileMode};
 use crate::detect::Detection;
 use crate::frame::RgbFrame;
 use anyhow::Context;
+use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub struct DetectArgs {
     /// Square tiles for wide frames: auto (when wider than 1.5:1), or a fixed count.
     #[arg(long, default_value = "auto")]
     pub tiles: TileMode,
+    /// Where the detector runs: cpu, cuda or cuda:N (CUDA needs a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Where to write the detections JSON.
     #[arg(long)]
     pub json: PathBuf,
@@ -80,8 +84,8 @@ struct Report {
     errors: Vec<ImageError>,
 }
 
-/// Load the SSDLite detector from `weights` or the default path.
-pub fn load_ssdlite(weights: Option<&Path>) -> anyhow::Result<SsdLite> {
+/// Load the SSDLite detector from `weights` or the default path onto `device`.
+pub fn load_ssdlite(weights: Option<&Path>, device: &Device) -> anyhow::Result<SsdLite> {
     let path = weights.unwrap_or(Path::new(DEFAULT_SSDLITE_WEIGHTS));
     if !path.exists() {
         anyhow::bail!(
@@ -94,7 +98,7 @@ pub fn load_ssdlite(weights: Option<&Path>) -> anyhow::Result<SsdLite> {
             }
         );
     }
-    SsdLite::load(path, &candle_core::Device::Cpu)
+    SsdLite::load(path, device)
 }
 
 /// Write `value` as JSON through a temporary file, so a reader never sees half a file.
@@ -108,15 +112,19 @@ pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Load torchvision Mask R-CNN weights; scores below `score_thresh` down to 0 are kept by the
-/// box post-processing too (its own floor is torchvision's 0.05).
-pub fn load_maskrcnn(weights: Option<&Path>, score_thresh: f32) -> anyhow::Result<MaskRcnn> {
+/// Load torchvision Mask R-CNN weights onto `device`; scores below `score_thresh` down to 0 are
+/// kept by the box post-processing too (its own floor is torchvision's 0.05).
+pub fn load_maskrcnn(
+    weights: Option<&Path>,
+    score_thresh: f32,
+    device: &Device,
+) -> anyhow::Result<MaskRcnn> {
     let path = weights.ok_or_else(|| {
         anyhow::anyhow!(
             "model maskrcnn-r50-fpn needs --weights FILE (torchvision's COCO .pth; see README, Models and data)"
         )
     })?;
-    let mut m = MaskRcnn::load(path, &candle_core::Device::Cpu)?;
+    let mut m = MaskRcnn::load(path, device)?;
     m.roi_heads.config.score_thresh = m.roi_heads.config.score_thresh.min(score_thresh.max(0.0));
     Ok(m)
 }
@@ -124,13 +132,12 @@ pub fn load_maskrcnn(weights: Option<&Path>, score_thresh: f32) -> anyhow::Resul
 /// Mask R-CNN ResNet50-FPN at full width with deterministic stand-in weights
 /// (`detect::maskrcnn::standin`, hash variant): real shapes and real compute, meaningless
 /// detections. For latency runs where torchvision's COCO weights are not available.
-pub fn standin_maskrcnn() -> anyhow::Result<MaskRcnn> {
+pub fn standin_maskrcnn(device: &Device) -> anyhow::Result<MaskRcnn> {
     use crate::detect::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
-    let dev = candle_core::Device::Cpu;
     let arch = resnet50_fpn_arch();
-    let sd = state_dict(&arch, Variant::Hash, &dev)
+    let sd = state_dict(&arch, Variant::Hash, device)
         .map_err(|e| anyhow::anyhow!("building stand-in Mask R-CNN weights: {e}"))?;
-    Ok(MaskRcnn::from_state_dict(&sd, arch, &dev)?)
+    Ok(MaskRcnn::from_state_dict(&sd, arch, device)?)
 }
 
 /// Either detector behind the `detect` command.
@@ -145,11 +152,12 @@ impl Detector {
         weights: Option<&Path>,
         tiles: TileMode,
         score_thresh: f32,
+        device: &Device,
     ) -> anyhow::Result<Self> {
         Ok(match name.parse::<ModelName>()? {
-            ModelName::SsdlitePed => Detector::Ssd(Box::new(load_ssdlite(weights)?), tiles),
+            ModelName::SsdlitePed => Detector::Ssd(Box::new(load_ssdlite(weights, device)?), tiles),
             ModelName::MaskRcnnR50Fpn => {
-                Detector::Rcnn(Box::new(load_maskrcnn(weights, score_thresh)?))
+                Detector::Rcnn(Box::new(load_maskrcnn(weights, score_thresh, device)?))
             }
         })
     }
@@ -180,7 +188,14 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
         a.score_thresh.is_finite(),
         "--score-thresh must be a number"
     );
-    let model = Detector::load(&a.model, a.weights.as_deref(), a.tiles, a.score_thresh)?;
+    let device = crate::runtime::device(&a.device)?;
+    let model = Detector::load(
+        &a.model,
+        a.weights.as_deref(),
+        a.tiles,
+        a.score_thresh,
+        &device,
+    )?;
     if let Some(dir) = &a.overlay {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

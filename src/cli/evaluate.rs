@@ -26,6 +26,10 @@ pub struct EvaluateArgs {
     /// Detector score at which a unit counts as showing a pedestrian.
     #[arg(long, default_value_t = 0.5)]
     pub score_thresh: f32,
+    /// Where the detector and the cache heads run: cpu, cuda or cuda:N (CUDA needs a
+    /// `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long)]
     pub json: PathBuf,
 }
@@ -94,14 +98,15 @@ pub struct EvalReport {
 }
 
 pub fn run(a: EvaluateArgs) -> anyhow::Result<i32> {
-    let (file, exits) = crate::cache::files::load(&a.calib)?;
+    let device = crate::runtime::device(&a.device)?;
+    let (file, exits) = crate::cache::files::load(&a.calib, &device)?;
     let report = match file.model.parse::<crate::cli::detect::ModelName>()? {
         crate::cli::detect::ModelName::SsdlitePed => {
-            let m = crate::cli::detect::load_ssdlite(a.weights.as_deref())?;
+            let m = crate::cli::detect::load_ssdlite(a.weights.as_deref(), &device)?;
             evaluate(&m, &a, &file, exits)?
         }
         crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
-            let m = crate::cli::detect::load_maskrcnn(a.weights.as_deref(), 0.05)?;
+            let m = crate::cli::detect::load_maskrcnn(a.weights.as_deref(), 0.05, &device)?;
             evaluate(&m, &a, &file, exits)?
         }
     };

@@ -24,6 +24,10 @@ pub struct ReplayArgs {
     /// (detections mean nothing; no cache exits).
     #[arg(long, conflicts_with_all = ["weights", "calib"])]
     pub standin_weights: bool,
+    /// Where the detector and the cache heads run: cpu, cuda or cuda:N (CUDA needs a
+    /// `--features cuda` build).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Sources (folders, images, videos); repeatable.
     #[arg(long, num_args = 1..)]
     pub source: Vec<PathBuf>,
@@ -92,6 +96,9 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if a.weights.is_some() {
         c.weights = a.weights.clone();
         c.standin_weights = false;
+    }
+    if let Some(d) = &a.device {
+        c.device = d.clone();
     }
     if a.standin_weights {
         c.standin_weights = true;
@@ -174,9 +181,10 @@ pub fn replay_to_files(
         // Only the first handler per process installs; a second replay in-process keeps it.
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let device = crate::runtime::device(&cfg.device)?;
     let (file, exits) = match &cfg.calib {
         Some(dir) => {
-            let (f, e) = crate::cache::files::load(dir)?;
+            let (f, e) = crate::cache::files::load(dir, &device)?;
             (Some(f), e)
         }
         None => (None, Vec::new()),
@@ -195,14 +203,14 @@ pub fn replay_to_files(
     };
     let report = match cfg.model.parse::<crate::cli::detect::ModelName>()? {
         crate::cli::detect::ModelName::SsdlitePed => {
-            let m = crate::cli::detect::load_ssdlite(cfg.weights.as_deref())?;
+            let m = crate::cli::detect::load_ssdlite(cfg.weights.as_deref(), &device)?;
             crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
         }
         crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
             let m = if cfg.standin_weights {
-                crate::cli::detect::standin_maskrcnn()?
+                crate::cli::detect::standin_maskrcnn(&device)?
             } else {
-                crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05)?
+                crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05, &device)?
             };
             crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
         }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 fn default_model() -> String {
     "ssdlite-ped".into()
 }
+fn default_device() -> String {
+    "cpu".into()
+}
 fn default_deadline() -> f64 {
     100.0
 }
@@ -31,6 +34,10 @@ pub struct NodeConfig {
     /// Detector weights (SSDLite defaults to models/ssdlite_ped.safetensors).
     #[serde(default)]
     pub weights: Option<PathBuf>,
+    /// Where the detector and the cache heads run: `cpu`, `cuda` or `cuda:N` (a CUDA device
+    /// needs a binary built with `--features cuda`).
+    #[serde(default = "default_device")]
+    pub device: String,
     /// Calibrated cache exits; `None` runs the full detector on every frame.
     #[serde(default)]
     pub calib: Option<PathBuf>,
@@ -85,6 +92,7 @@ impl NodeConfig {
         Self {
             model: default_model(),
             weights: None,
+            device: default_device(),
             calib: None,
             sources,
             fps: None,
@@ -137,6 +145,9 @@ impl NodeConfig {
                     self.model
                 ),
             ));
+        }
+        if let Err(reason) = crate::runtime::DeviceSpec::parse_usable(&self.device) {
+            return Err(("device", reason));
         }
         if let Some(f) = self.fps {
             if !(f.is_finite() && f > 0.0) {
@@ -285,5 +296,48 @@ mod tests {
             e,
             "s.ron:4: standin_weights is for maskrcnn-r50-fpn, not ssdlite-ped"
         );
+    }
+
+    #[test]
+    fn device_is_checked_at_load_with_file_and_line() {
+        let ron = |device: &str| {
+            format!("(\n  sources: [\"src\"],\n  fps: 17.0,\n  device: {device:?},\n)")
+        };
+        assert_eq!(
+            NodeConfig::parse(&ron("cpu"), "d.ron").unwrap().device,
+            "cpu"
+        );
+        let cfg = NodeConfig::parse("(sources: [\"src\"], fps: 17.0)", "d.ron").unwrap();
+        assert_eq!(cfg.device, "cpu", "default");
+        for bad in ["gpu", "cuda:x", "CUDA", ""] {
+            let e = NodeConfig::parse(&ron(bad), "d.ron")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                e,
+                format!("d.ron:4: unknown device {bad:?} (cpu | cuda | cuda:N)")
+            );
+        }
+        let e = NodeConfig::parse(
+            "(\n  sources: [\"src\"],\n  fps: 17.0,\n  device: 0,\n)",
+            "d.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("d.ron:4:"), "{e}");
+        for cuda in ["cuda", "cuda:1"] {
+            let r = NodeConfig::parse(&ron(cuda), "d.ron");
+            if cfg!(feature = "cuda") {
+                assert_eq!(r.unwrap().device, cuda);
+            } else {
+                assert_eq!(
+                    r.unwrap_err().to_string(),
+                    format!(
+                        "d.ron:4: device {cuda}: this binary was built without --features cuda; \
+                         build with ../shared/tools/cuda/build-cuda.sh"
+                    )
+                );
+            }
+        }
     }
 }

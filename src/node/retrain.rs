@@ -290,6 +290,17 @@ fn round(
         cfg.tolerance,
     );
     if swapped {
+        // Heads train on the CPU; the live set stays where the detector runs.
+        let candidate = candidate
+            .into_iter()
+            .zip(current.iter())
+            .map(|(c, l)| {
+                Ok(Exit {
+                    head: c.head.to_device(l.head.device())?,
+                    ..c
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         live.replace(candidate);
     }
     Ok(Some(RoundReport {

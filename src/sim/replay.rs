@@ -232,6 +232,8 @@ pub struct ReplayReport {
     pub model: String,
     /// Weights file, or the stand-in weights (latency only).
     pub weights: String,
+    /// Where the detector and the cache heads ran (`cpu`, `cuda:N`).
+    pub device: String,
     /// Calibration used (the split its exits were fitted on is in its report.json).
     pub calib: Option<String>,
     pub sources: Vec<String>,
@@ -528,6 +530,7 @@ where
     Ok(ReplayReport {
         model: det.model_name().into(),
         weights,
+        device: cfg.device.clone(),
         calib: cfg.calib.as_ref().map(|c| c.display().to_string()),
         sources: cfg
             .sources
@@ -609,7 +612,7 @@ impl ReplayReport {
                 ""
             }
         );
-        s += &format!("weights {}\n", self.weights);
+        s += &format!("weights {} (device {})\n", self.weights, self.device);
         s += &format!(
             "frames {}  processed {}  dropped {}  bad {}  bad label maps {}  deadline misses {} (deadline {} ms)\n",
             self.frames,

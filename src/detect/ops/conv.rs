@@ -11,7 +11,9 @@
 //!   crate ([`super::conv_kernels`]).
 //!
 //! On non-CPU devices the layer falls back to candle's own ops (padding applied explicitly, so
-//! TF "SAME" stays asymmetric).
+//! TF "SAME" stays asymmetric), except depthwise layers: candle's grouped `conv2d` runs one
+//! convolution per channel (hundreds of kernel launches per layer on a GPU), so they run as a sum
+//! of shifted views times per-channel weights ([`Conv2d::forward_depthwise_taps`]).
 
 use super::conv_igemm::{self, PackedWeights};
 use super::conv_kernels::{depthwise, gemm_conv, Epilogue, Geometry};
@@ -166,8 +168,12 @@ pub struct Conv2d {
     w: std::sync::Arc<Vec<f32>>,
     b: std::sync::Arc<Vec<f32>>,
     /// The weights regrouped for the AVX-512 implicit-GEMM kernel, packed once here at load
-    /// (None for grouped convs or CPUs without AVX-512, which take the GEMM path).
+    /// (None for grouped convs or CPUs without AVX-512, which take the GEMM path, and for
+    /// weights on other devices).
     packed: Option<std::sync::Arc<PackedWeights>>,
+    /// Depthwise layers with weights off the CPU: per tap `(i, j)`, row `i * kw + j` holds the
+    /// channels' weights, `[kh * kw, channels]` on the weights' device.
+    dw_taps: Option<Tensor>,
 }
 
 impl Conv2d {
@@ -213,13 +219,19 @@ impl Conv2d {
         if let Some(i) = w.iter().chain(b.iter()).position(|v| !v.is_finite()) {
             candle_core::bail!("conv weights hold a non-finite value (element {i})");
         }
-        let packed = (spec.groups == 1 && conv_igemm::available()).then(|| {
+        let on_cpu = weight.device().is_cpu();
+        let packed = (spec.groups == 1 && on_cpu && conv_igemm::available()).then(|| {
             std::sync::Arc::new(PackedWeights::new(
                 &w,
                 spec.out_channels,
                 spec.in_channels * kh * kw,
             ))
         });
+        let dw_taps = if on_cpu {
+            None
+        } else {
+            depthwise_taps(&spec, &weight)?
+        };
         Ok(Self {
             spec,
             weight,
@@ -227,6 +239,7 @@ impl Conv2d {
             w: std::sync::Arc::new(w),
             b: std::sync::Arc::new(b),
             packed,
+            dw_taps,
         })
     }
 
@@ -246,8 +259,78 @@ impl Conv2d {
         if x.device().is_cpu() && !stock_candle() {
             let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
             x.apply_op1_no_bwd(self)
+        } else if let Some(taps) = &self.dw_taps {
+            self.forward_depthwise_taps(x, taps)
         } else {
             self.forward_candle(x)
+        }
+    }
+
+    /// A depthwise layer through element-wise candle ops (any device): the sum over the kernel
+    /// taps `(i, j)` of the padded input's view shifted by `(i, j) * dilation` and subsampled by
+    /// the stride, times the tap's per-channel weight; then bias and activation. `taps` is
+    /// [`depthwise_taps`]' `[kh * kw, channels]`. Strides go through "phases": the padded input
+    /// reshaped to `[.., H / s, s, W / s, s]`, phase `(p, q)` holding rows `a * s + p` and
+    /// columns `b * s + q`, so every tap is a plain shifted window of one phase.
+    pub fn forward_depthwise_taps(&self, x: &Tensor, taps: &Tensor) -> Result<Tensor> {
+        let spec = &self.spec;
+        let (n, c, h, w) = x.dims4()?;
+        if c != spec.in_channels || spec.groups != c || spec.out_channels != c {
+            candle_core::bail!("depthwise taps: {spec:?} on {c} input channels");
+        }
+        let (oh, ow, top, left) = spec.geometry(h, w)?;
+        let (kh, kw) = spec.kernel;
+        let (st, dil) = (spec.stride, spec.dilation);
+        // Padded side: whole phases, enough for the last tap's last output ((k - 1) * dil + (o - 1)
+        // * st < st * ((k - 1) * dil / st + o)), and never shorter than the padded input.
+        let side = |k: usize, o: usize, pad: usize, n: usize| {
+            (st * ((k - 1) * dil / st + o)).max((pad + n).div_ceil(st) * st)
+        };
+        let (hp, wp) = (side(kh, oh, top, h), side(kw, ow, left, w));
+        let xp = x
+            .pad_with_zeros(2, top, hp - top - h)?
+            .pad_with_zeros(3, left, wp - left - w)?;
+        let phases: Vec<Vec<Tensor>> = if st == 1 {
+            vec![vec![xp]]
+        } else {
+            let split = xp.reshape((n, c, hp / st, st, wp / st, st))?;
+            (0..st)
+                .map(|p| {
+                    (0..st)
+                        .map(|q| {
+                            split.narrow(3, p, 1)?.narrow(5, q, 1)?.reshape((
+                                n,
+                                c,
+                                hp / st,
+                                wp / st,
+                            ))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut acc: Option<Tensor> = None;
+        for i in 0..kh {
+            for j in 0..kw {
+                let (r, q) = (i * dil, j * dil);
+                let view = phases[r % st][q % st]
+                    .narrow(2, r / st, oh)?
+                    .narrow(3, q / st, ow)?;
+                let term = view.broadcast_mul(&taps.get(i * kw + j)?.reshape((1, c, 1, 1))?)?;
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => (a + term)?,
+                });
+            }
+        }
+        let Some(y) = acc else {
+            candle_core::bail!("depthwise taps: empty kernel {spec:?}");
+        };
+        let y = y.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        match spec.activation {
+            Activation::None => Ok(y),
+            Activation::Relu => y.relu(),
+            Activation::Relu6 => y.clamp(0f32, 6f32),
         }
     }
 
@@ -376,7 +459,8 @@ impl Conv2d {
                 spec: self.spec.activation(Activation::None),
                 ..self.clone()
             };
-            let y = (plain.forward_candle(x)? + residual)?;
+            // Not on the CPU engine: the stock ops (depthwise taps where they apply).
+            let y = (plain.forward(x)? + residual)?;
             match self.spec.activation {
                 Activation::None => Ok(y),
                 Activation::Relu => y.relu(),
@@ -384,6 +468,24 @@ impl Conv2d {
             }
         }
     }
+}
+
+/// For a depthwise layer (one filter per channel, channel multiplier 1), its OIHW weights
+/// `[c, 1, kh, kw]` as `[kh * kw, c]`: row `i * kw + j` is tap `(i, j)` of every channel. `None`
+/// for other layers.
+pub fn depthwise_taps(spec: &ConvSpec, weight: &Tensor) -> Result<Option<Tensor>> {
+    let c = spec.in_channels;
+    if spec.groups != c || spec.out_channels != c || c < 2 {
+        return Ok(None);
+    }
+    let (kh, kw) = spec.kernel;
+    Ok(Some(
+        weight
+            .to_dtype(candle_core::DType::F32)?
+            .reshape((c, kh * kw))?
+            .t()?
+            .contiguous()?,
+    ))
 }
 
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -640,6 +742,57 @@ mod tests {
             let e = max_rel_err(&conv.forward_add(&x, &r).unwrap(), &reference);
             assert!(e <= 1e-4, "{spec:?}: {e}");
         }
+    }
+
+    /// The path depthwise layers take on GPUs, checked here on the CPU against candle's grouped
+    /// conv over strides, dilations, kernels, both paddings and odd sides, with each activation.
+    #[test]
+    fn depthwise_taps_match_candle() {
+        let mut seed = 100;
+        let mut checked = 0;
+        for &(h, w) in &[(1, 1), (2, 3), (7, 7), (8, 10), (19, 19), (150, 150)] {
+            for &stride in &[1, 2, 3] {
+                for &dil in &[1, 2] {
+                    for &k in &[1, 3, 5] {
+                        for pad in [Padding::TfSame, Padding::symmetric(k / 2)] {
+                            for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+                                let spec = ConvSpec::depthwise(6, k)
+                                    .stride(stride)
+                                    .dilation(dil)
+                                    .padding(pad)
+                                    .activation(act);
+                                if spec.geometry(h, w).is_err() {
+                                    continue;
+                                }
+                                seed += 3;
+                                let wt = rand(&[6, 1, k, k], seed);
+                                let conv =
+                                    Conv2d::new(spec, wt.clone(), Some(rand(&[6], seed + 1)))
+                                        .unwrap();
+                                let taps = depthwise_taps(&spec, &wt).unwrap().unwrap();
+                                assert_eq!(taps.dims(), [k * k, 6]);
+                                let x = (rand(&[2, 6, h, w], seed + 2) * 4.0).unwrap();
+                                let reference = conv.forward_candle(&x).unwrap();
+                                let ours = conv.forward_depthwise_taps(&x, &taps).unwrap();
+                                assert_eq!(ours.dims(), reference.dims(), "{spec:?} {h}x{w}");
+                                let e = max_rel_err(&ours, &reference);
+                                assert!(e <= 1e-5, "{spec:?} on {h}x{w}: max rel err {e}");
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 300, "{checked}");
+        // Only depthwise layers have taps; on the CPU a layer never keeps them.
+        let dense = ConvSpec::new(4, 4, 3);
+        assert!(depthwise_taps(&dense, &rand(&[4, 4, 3, 3], 1))
+            .unwrap()
+            .is_none());
+        let dw = ConvSpec::depthwise(4, 3);
+        let conv = Conv2d::new(dw, rand(&[4, 1, 3, 3], 2), None).unwrap();
+        assert!(conv.dw_taps.is_none() && conv.packed.is_none());
     }
 
     #[test]
