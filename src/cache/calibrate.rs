@@ -11,7 +11,7 @@ use super::head::{regrid, search_space, CacheHead, HeadArch};
 use super::search::search;
 use super::select::{best_subset, k_score, ExitRecord};
 use super::store::{MedialStore, Sample, Split};
-use super::train::{train, TrainConfig};
+use super::train::{train_new, TrainConfig};
 use super::{ExitOn, Prediction};
 use crate::detect::maskrcnn::MaskRcnn;
 use crate::detect::ssdlite::{tiles, SsdLite, TileMode};
@@ -448,24 +448,17 @@ where
             continue;
         };
         // Retrain the winning architecture longer, from a fresh deterministic init.
-        let mut head = CacheHead::new(
-            best.arch.clone(),
-            channels,
-            cfg.seed.wrapping_add(77 + l as u64),
-            &dev,
-        )?;
         let g = best.arch.grid;
-        let train_cfg = TrainConfig {
-            seed: cfg.seed.wrapping_add(5000 + l as u64),
-            ..cfg.train.clone()
-        };
-        train(
-            &mut head,
-            &regrid(&tx, g)?,
-            &tt,
-            &regrid(&vx, g)?,
-            &vt,
-            &train_cfg,
+        let (head, _) = train_new(
+            &best.arch,
+            channels,
+            (
+                cfg.seed.wrapping_add(77 + l as u64),
+                cfg.seed.wrapping_add(5000 + l as u64),
+            ),
+            (&regrid(&tx, g)?, &tt),
+            (&regrid(&vx, g)?, &vt),
+            &cfg.train,
         )?;
         let val_logits = logits(&head, store, l, &val_s, &dev)?;
         let fit = fit_temperature(&val_logits, &val_teacher, T_BOUNDS);

@@ -15,8 +15,8 @@
 //! early-stop on a slice of train), so these tests are not fooled by heads tuned to val's noise.
 
 use super::head::{regrid, CacheHead, HeadArch, SplitMix64};
-use super::train::{eval_loss, train, TrainConfig};
-use candle_core::{bail, DType, Device, Result, Tensor};
+use super::train::{eval_loss, train_new, TrainConfig};
+use candle_core::{bail, DType, Result, Tensor};
 use std::collections::{hash_map::Entry, HashMap};
 
 /// One evaluated architecture.
@@ -183,7 +183,6 @@ pub fn search(
     if nv == 0 || nv != nvt {
         bail!("architecture search needs val samples ({nv} inputs, {nvt} targets)");
     }
-    let dev: Device = train_x4.device().clone();
     let prior = prior_loss(train_t, val_t)?;
     let labels = argmax(val_t)?;
     let bar = chance_bar(&labels, classes);
@@ -206,12 +205,14 @@ pub fn search(
         }
         let [fx, sx, vx] = &grids[&arch.grid];
         let seed = cfg.seed.wrapping_add(i as u64);
-        let mut head = CacheHead::new(arch.clone(), c, seed.wrapping_mul(0x9E37_79B9), &dev)?;
-        let run_cfg = TrainConfig {
-            seed,
-            ..cfg.clone()
-        };
-        let report = train(&mut head, fx, &fit_t, sx, &stop_t, &run_cfg)?;
+        let (head, report) = train_new(
+            arch,
+            c,
+            (seed.wrapping_mul(0x9E37_79B9), seed),
+            (fx, &fit_t),
+            (sx, &stop_t),
+            cfg,
+        )?;
         let (acc, bal, _) = accuracies(&argmax(&head.forward(vx)?)?, &labels, classes);
         let flops = arch.flops(c);
         let cand = Candidate {
@@ -259,6 +260,7 @@ pub fn search(
 mod tests {
     use super::*;
     use crate::cache::head::search_space;
+    use candle_core::Device;
     use std::time::Instant;
 
     /// `n` samples with C channels; class 1 iff a hidden bit is set. With `signal`, channel 0

@@ -6,7 +6,7 @@
 //! frozen by construction, as the paper requires. Everything random (mini-batch order) comes from
 //! a seeded [`SplitMix64`], so a fixed seed gives bit-identical weights.
 
-use super::head::{CacheHead, SplitMix64};
+use super::head::{CacheHead, HeadArch, SplitMix64};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,25 @@ fn check(x: &Tensor, t: &Tensor, head: &CacheHead, what: &str) -> Result<usize> 
         );
     }
     Ok(n)
+}
+
+/// A new head of `arch`, initialised from `seeds.0` and trained (see [`train`]) with `cfg` under
+/// the training seed `seeds.1`, on the device of the training inputs.
+pub fn train_new(
+    arch: &HeadArch,
+    in_channels: usize,
+    seeds: (u64, u64),
+    (train_x, train_t): (&Tensor, &Tensor),
+    (val_x, val_t): (&Tensor, &Tensor),
+    cfg: &TrainConfig,
+) -> Result<(CacheHead, TrainReport)> {
+    let mut head = CacheHead::new(arch.clone(), in_channels, seeds.0, train_x.device())?;
+    let cfg = TrainConfig {
+        seed: seeds.1,
+        ..cfg.clone()
+    };
+    let report = train(&mut head, train_x, train_t, val_x, val_t, &cfg)?;
+    Ok((head, report))
 }
 
 /// Train `head` in place (see the module doc). Targets are teacher distributions `[N, classes]`

@@ -4,48 +4,21 @@
 //! `sim/make_demo.sh`) at its camera rate against the per-frame deadline; prints the replay
 //! summary and writes the report and the alert stream under `target/`.
 
-use crate::cli::replay::{config, replay_to_files, ReplayArgs};
-use crate::node::HitPolicy;
+use crate::cli::replay::{config, replay_to_files, NodeFlags, ReplayArgs};
 use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// The demo scenario (RON); the flags below override it.
+    /// The demo scenario (RON); the flags below override it (its cache exits are
+    /// calib/ssdlite-ped-vtest, its rate 17 fps; the whole sequence, 795 frames, takes ~47 s).
     #[arg(long, default_value = "sim/demo.ron")]
     pub config: PathBuf,
     /// Frames to replay instead of the scenario's (default: the demo sequence, sim/vtest).
     #[arg(long)]
     pub source: Option<PathBuf>,
-    /// Weights (default: models/ssdlite_ped.safetensors).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Cache exits (default: the scenario's, calib/ssdlite-ped-vtest).
-    #[arg(long)]
-    pub calib: Option<PathBuf>,
-    /// Full detection on every frame, no cache exits.
-    #[arg(long, conflicts_with = "calib")]
-    pub no_cache: bool,
-    /// exit | alert_then_continue.
-    #[arg(long)]
-    pub policy: Option<HitPolicy>,
-    /// Camera rate, frames/s (default: the scenario's, 17).
-    #[arg(long, conflicts_with = "max_speed")]
-    pub fps: Option<f64>,
-    /// As fast as perception goes, in lockstep (no drops).
-    #[arg(long)]
-    pub max_speed: bool,
-    #[arg(long)]
-    pub deadline_ms: Option<f64>,
-    /// Where the detector runs: cpu, cuda or cuda:N (default: the scenario's, cpu).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Score at which a detection counts as a pedestrian.
-    #[arg(long)]
-    pub score_thresh: Option<f32>,
-    /// Stop after this many frames (the whole sequence, 795 frames, takes ~47 s at 17 fps).
-    #[arg(long)]
-    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub node: NodeFlags,
     #[arg(long, default_value = "target/demo-report.json")]
     pub report: PathBuf,
     /// Every alert, one JSON object a line.
@@ -66,20 +39,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let replay_args = ReplayArgs {
         config: Some(a.config.clone()),
         model: None,
-        weights: a.weights.clone(),
         standin_weights: false,
-        device: a.device.clone(),
         source: a.source.iter().cloned().collect(),
-        calib: a.calib.clone(),
-        no_cache: a.no_cache,
-        policy: a.policy,
-        fps: a.fps,
-        max_speed: a.max_speed,
-        deadline_ms: a.deadline_ms,
+        node: a.node.clone(),
         queue: None,
-        score_thresh: a.score_thresh,
         gt_min_pixels: None,
-        limit: a.limit,
         seq_frames: None,
         seq: Vec::new(),
         not_seq: Vec::new(),

@@ -10,27 +10,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-#[derive(Args, Debug)]
-pub struct ReplayArgs {
-    /// Scenario / node configuration (RON); the flags below override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// ssdlite-ped | maskrcnn-r50-fpn.
-    #[arg(long)]
-    pub model: Option<String>,
+/// The node settings both `replay` and `demo` take on the command line; each overrides the
+/// scenario's RON value when given.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeFlags {
+    /// Weights (default: the model's, e.g. models/ssdlite_ped.safetensors).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Mask R-CNN without a weights file: deterministic stand-in weights, for latency only
-    /// (detections mean nothing; no cache exits).
-    #[arg(long, conflicts_with_all = ["weights", "calib"])]
-    pub standin_weights: bool,
     /// Where the detector and the cache heads run: cpu, cuda or cuda:N (CUDA needs a
     /// `--features cuda` build).
     #[arg(long)]
     pub device: Option<String>,
-    /// Sources (folders, images, videos); repeatable.
-    #[arg(long, num_args = 1..)]
-    pub source: Vec<PathBuf>,
     /// Cache exits (calibration folder).
     #[arg(long)]
     pub calib: Option<PathBuf>,
@@ -48,15 +38,35 @@ pub struct ReplayArgs {
     pub max_speed: bool,
     #[arg(long)]
     pub deadline_ms: Option<f64>,
-    #[arg(long)]
-    pub queue: Option<usize>,
+    /// Score at which a detection counts as a pedestrian.
     #[arg(long)]
     pub score_thresh: Option<f32>,
-    #[arg(long)]
-    pub gt_min_pixels: Option<usize>,
     /// Stop after this many frames.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Scenario / node configuration (RON); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// ssdlite-ped | maskrcnn-r50-fpn.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Mask R-CNN without a weights file: deterministic stand-in weights, for latency only
+    /// (detections mean nothing; no cache exits).
+    #[arg(long, conflicts_with_all = ["weights", "calib"])]
+    pub standin_weights: bool,
+    /// Sources (folders, images, videos); repeatable.
+    #[arg(long, num_args = 1..)]
+    pub source: Vec<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+    #[arg(long)]
+    pub queue: Option<usize>,
+    #[arg(long)]
+    pub gt_min_pixels: Option<usize>,
     /// Only these frame numbers of each Cityscapes sequence, e.g. 18..30 (half-open).
     #[arg(long)]
     pub seq_frames: Option<String>,
@@ -93,11 +103,11 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if let Some(m) = &a.model {
         c.model = m.clone();
     }
-    if a.weights.is_some() {
-        c.weights = a.weights.clone();
+    if a.node.weights.is_some() {
+        c.weights = a.node.weights.clone();
         c.standin_weights = false;
     }
-    if let Some(d) = &a.device {
+    if let Some(d) = &a.node.device {
         c.device = d.clone();
     }
     if a.standin_weights {
@@ -105,35 +115,35 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
         c.weights = None;
         c.calib = None;
     }
-    if a.calib.is_some() {
-        c.calib = a.calib.clone();
+    if a.node.calib.is_some() {
+        c.calib = a.node.calib.clone();
     }
-    if a.no_cache {
+    if a.node.no_cache {
         c.calib = None;
     }
-    if let Some(p) = a.policy {
+    if let Some(p) = a.node.policy {
         c.policy = p;
     }
-    if let Some(f) = a.fps {
+    if let Some(f) = a.node.fps {
         c.fps = Some(f);
         c.max_speed = false;
     }
-    if a.max_speed {
+    if a.node.max_speed {
         c.max_speed = true;
     }
-    if let Some(d) = a.deadline_ms {
+    if let Some(d) = a.node.deadline_ms {
         c.deadline_ms = d;
     }
     if let Some(q) = a.queue {
         c.queue = q;
     }
-    if let Some(s) = a.score_thresh {
+    if let Some(s) = a.node.score_thresh {
         c.score_thresh = s;
     }
     if let Some(g) = a.gt_min_pixels {
         c.gt_min_pixels = g;
     }
-    if let Some(l) = a.limit {
+    if let Some(l) = a.node.limit {
         c.limit = l;
     }
     if let Some(r) = &a.seq_frames {

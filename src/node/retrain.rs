@@ -25,9 +25,9 @@
 use crate::cache::calib::{fit_temperature, T_BOUNDS};
 use crate::cache::calibrate::argmax;
 use crate::cache::enabled::Exit;
-use crate::cache::head::{regrid, CacheHead};
+use crate::cache::head::regrid;
 use crate::cache::store::{MedialStore, Sample, Split};
-use crate::cache::train::{train, TrainConfig};
+use crate::cache::train::{train_new, TrainConfig};
 use crate::cache::ExitOn;
 use candle_core::{Device, Tensor};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -259,18 +259,13 @@ fn round(
             .seed
             .wrapping_add(round.wrapping_mul(1000))
             .wrapping_add(l as u64);
-        let mut head = CacheHead::new(exit.head.arch.clone(), exit.head.in_channels, seed, &dev)?;
-        let train_cfg = TrainConfig {
-            seed,
-            ..cfg.train.clone()
-        };
-        train(
-            &mut head,
-            &regrid(&tx, g)?,
-            &tt,
-            &regrid(&vx, g)?,
-            &vt,
-            &train_cfg,
+        let (head, _) = train_new(
+            &exit.head.arch,
+            exit.head.in_channels,
+            (seed, seed),
+            (&regrid(&tx, g)?, &tt),
+            (&regrid(&vx, g)?, &vt),
+            &cfg.train,
         )?;
         let val_logits: Vec<Vec<f32>> = head.forward(&regrid(&vx, g)?)?.to_vec2()?;
         let t = fit_temperature(&val_logits, &val_teacher, T_BOUNDS).t;
@@ -354,7 +349,7 @@ pub fn cascade(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::head::{HeadArch, SplitMix64};
+    use crate::cache::head::{CacheHead, HeadArch, SplitMix64};
 
     const C: usize = 8;
 
