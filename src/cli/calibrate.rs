@@ -18,6 +18,17 @@ pub struct SourceArgs {
     /// Use only this fraction range of the frames, e.g. 0..0.6.
     #[arg(long)]
     pub part: Option<String>,
+    #[command(flatten)]
+    pub sequences: SequenceFlags,
+    /// Ground truth: a unit shows a pedestrian when its label map has at least this many
+    /// pixels of label 24 (person).
+    #[arg(long, default_value_t = 2000)]
+    pub gt_min_pixels: usize,
+}
+
+/// Which Cityscapes sequences, and which frames of each, a command uses.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SequenceFlags {
     /// Use only these frame numbers of each Cityscapes sequence, e.g. 0..18 (half-open).
     #[arg(long)]
     pub seq_frames: Option<String>,
@@ -27,23 +38,25 @@ pub struct SourceArgs {
     /// Leave out these Cityscapes sequences; repeatable.
     #[arg(long)]
     pub not_seq: Vec<String>,
-    /// Ground truth: a unit shows a pedestrian when its label map has at least this many
-    /// pixels of label 24 (person).
-    #[arg(long, default_value_t = 2000)]
-    pub gt_min_pixels: usize,
+}
+
+impl SequenceFlags {
+    /// The `--seq-frames` range, parsed.
+    pub fn frame_range(&self) -> anyhow::Result<Option<(usize, usize)>> {
+        self.seq_frames
+            .as_deref()
+            .map(parse_range::<usize>)
+            .transpose()
+    }
 }
 
 impl SourceArgs {
     pub fn frames(&self) -> anyhow::Result<Vec<FrameRef>> {
         let sel = Selection {
             part: self.part.as_deref().map(parse_range::<f64>).transpose()?,
-            seq_frames: self
-                .seq_frames
-                .as_deref()
-                .map(parse_range::<usize>)
-                .transpose()?,
-            only_seq: self.seq.clone(),
-            not_seq: self.not_seq.clone(),
+            seq_frames: self.sequences.frame_range()?,
+            only_seq: self.sequences.seq.clone(),
+            not_seq: self.sequences.not_seq.clone(),
         };
         let frames = select_frames(&self.source, &sel)?;
         anyhow::ensure!(

@@ -2,6 +2,7 @@
 //! write the run's report (and optionally every alert as JSON lines), print a summary.
 //! Ctrl-C / SIGTERM stops the source; frames in flight are drained and the report is written.
 
+use crate::cli::calibrate::SequenceFlags;
 use crate::node::config::NodeConfig;
 use crate::node::HitPolicy;
 use crate::sim::replay::ReplayReport;
@@ -67,15 +68,8 @@ pub struct ReplayArgs {
     pub queue: Option<usize>,
     #[arg(long)]
     pub gt_min_pixels: Option<usize>,
-    /// Only these frame numbers of each Cityscapes sequence, e.g. 18..30 (half-open).
-    #[arg(long)]
-    pub seq_frames: Option<String>,
-    /// Only these Cityscapes sequences (e.g. aachen_000002); repeatable.
-    #[arg(long)]
-    pub seq: Vec<String>,
-    /// Leave out these Cityscapes sequences; repeatable.
-    #[arg(long)]
-    pub not_seq: Vec<String>,
+    #[command(flatten)]
+    pub sequences: SequenceFlags,
     /// Retrain the cache exits in the background and hot-swap them between frames.
     #[arg(long)]
     pub retrain: bool,
@@ -146,14 +140,14 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if let Some(l) = a.node.limit {
         c.limit = l;
     }
-    if let Some(r) = &a.seq_frames {
-        c.seq_frames = Some(crate::sim::source::parse_range::<usize>(r)?);
+    if let Some(r) = a.sequences.frame_range()? {
+        c.seq_frames = Some(r);
     }
-    if !a.seq.is_empty() {
-        c.seq = a.seq.clone();
+    if !a.sequences.seq.is_empty() {
+        c.seq = a.sequences.seq.clone();
     }
-    if !a.not_seq.is_empty() {
-        c.not_seq = a.not_seq.clone();
+    if !a.sequences.not_seq.is_empty() {
+        c.not_seq = a.sequences.not_seq.clone();
     }
     if a.retrain {
         c.retrain = true;

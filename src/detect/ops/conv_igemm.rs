@@ -17,7 +17,7 @@
 //! ranges when there are few tiles) handed to the rayon pool, so threads share nothing.
 
 use super::conv::{Activation, ConvSpec};
-use super::conv_kernels::Geometry;
+use super::conv_kernels::{Geometry, OutPtr};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -202,19 +202,6 @@ impl Layout {
     }
 }
 
-/// A raw pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: every task writes a disjoint set of (channel, pixel) cells; the buffer outlives them.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// One image: `x` is `[Cin, H, W]`; returns `[Cout, OH, OW]`.
 pub(crate) fn conv(
     spec: &ConvSpec,
@@ -246,7 +233,7 @@ pub(crate) fn conv(
     let block_split = want.div_ceil(tile_tasks).clamp(1, blocks);
     let blocks_per_task = blocks.div_ceil(block_split);
     let block_tasks = blocks.div_ceil(blocks_per_task);
-    let out_ptr = Shared(out.as_mut_ptr().cast::<f32>());
+    let out_ptr = OutPtr(out.as_mut_ptr().cast::<f32>());
     // A stride-1 1x1 conv reads its input in place, and with the power-of-two planes of the
     // ResNet body every channel row of a tile falls into the same cache sets (rows 128 KB
     // apart at 512x1024): copying the tile's K rows into one contiguous panel first turns

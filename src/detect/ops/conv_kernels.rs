@@ -37,16 +37,17 @@ impl Activation {
     }
 }
 
-/// A raw output pointer shared by tasks that write disjoint column ranges.
+/// A raw output pointer shared by tasks that write disjoint parts of one buffer (column ranges
+/// here, (channel block, tile) cells in the implicit-GEMM engine).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row, column-range) cells of one buffer that outlives them.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint cells of one buffer that outlives them.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so closures capture the whole (Send) wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
