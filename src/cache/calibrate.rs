@@ -170,6 +170,20 @@ pub struct ExitEntry {
     pub c2: u64,
 }
 
+impl ExitEntry {
+    /// The deployable exit this entry describes, with its trained `head`.
+    pub fn to_exit(&self, head: CacheHead) -> Exit {
+        Exit {
+            stage: self.stage,
+            layer: self.layer.clone(),
+            head,
+            temperature: self.temperature,
+            theta: self.threshold,
+            c1: self.c1,
+        }
+    }
+}
+
 /// `exits.ron`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -617,14 +631,7 @@ impl Calibration {
             .filter(|e| e.selected)
             .filter_map(|e| {
                 let head = self.heads.iter().find(|(l, _)| *l == e.layer)?.1.clone();
-                Some(Exit {
-                    stage: e.stage,
-                    layer: e.layer.clone(),
-                    head,
-                    temperature: e.temperature,
-                    theta: e.threshold,
-                    c1: e.c1,
-                })
+                Some(e.to_exit(head))
             })
             .collect()
     }

@@ -99,14 +99,7 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<(ExitsFile, Vec<Exit>
         let head = CacheHead::from_tensors(arch, e.channels, &map, &e.layer).map_err(|err| {
             anyhow::anyhow!("loading {}: exit {}: {err}", heads_path.display(), e.layer)
         })?;
-        exits.push(Exit {
-            stage: e.stage,
-            layer: e.layer.clone(),
-            head,
-            temperature: e.temperature,
-            theta: e.threshold,
-            c1: e.c1,
-        });
+        exits.push(e.to_exit(head));
     }
     Ok((f, exits))
 }
