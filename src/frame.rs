@@ -11,12 +11,12 @@ pub struct RgbFrame {
 }
 
 impl RgbFrame {
-    pub fn new(width: usize, height: usize, data: Vec<u8>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
+    pub fn new(width: usize, height: usize, data: Vec<u8>) -> crate::Result<Self> {
+        crate::ensure!(
             width > 0 && height > 0,
             "zero-size image ({width}x{height})"
         );
-        anyhow::ensure!(
+        crate::ensure!(
             data.len() == width * height * 3,
             "RGB buffer holds {} bytes, expected {}x{}x3",
             data.len(),
@@ -46,21 +46,20 @@ impl RgbFrame {
 }
 
 /// Decode an image file (PNG or JPEG, by content) into RGB.
-pub fn load_rgb(path: &Path) -> anyhow::Result<RgbFrame> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    decode_rgb(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+pub fn load_rgb(path: &Path) -> crate::Result<RgbFrame> {
+    let bytes = std::fs::read(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;
+    decode_rgb(&bytes).map_err(|e| crate::err!("{}: {e}", path.display()))
 }
 
 /// Decode an in-memory PNG or JPEG into RGB.
-pub fn decode_rgb(bytes: &[u8]) -> anyhow::Result<RgbFrame> {
-    anyhow::ensure!(!bytes.is_empty(), "empty file");
-    let format =
-        image::guess_format(bytes).map_err(|_| anyhow::anyhow!("not a PNG or JPEG image"))?;
+pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbFrame> {
+    crate::ensure!(!bytes.is_empty(), "empty file");
+    let format = image::guess_format(bytes).map_err(|_| crate::err!("not a PNG or JPEG image"))?;
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        anyhow::bail!("corrupt Jpeg image: truncated (no end-of-image marker after the last scan)");
+        crate::bail!("corrupt Jpeg image: truncated (no end-of-image marker after the last scan)");
     }
     let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| anyhow::anyhow!("corrupt {format:?} image: {e}"))?;
+        .map_err(|e| crate::err!("corrupt {format:?} image: {e}"))?;
     let rgb = img.to_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     RgbFrame::new(w, h, rgb.into_raw())

@@ -13,3 +13,5 @@ pub mod frame;
 pub mod node;
 pub mod runtime;
 pub mod sim;
+
+pub use error::{Error, Result};

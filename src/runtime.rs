@@ -103,26 +103,26 @@ impl DeviceSpec {
 
 /// The candle device named by `spec` (`cpu`, `cuda`, `cuda:N`); errors are one line naming the
 /// device and the cause (unknown name, a binary built without CUDA, no such GPU / no driver).
-pub fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
-    match DeviceSpec::parse_usable(spec).map_err(anyhow::Error::msg)? {
+pub fn device(spec: &str) -> crate::Result<candle_core::Device> {
+    match DeviceSpec::parse_usable(spec).map_err(crate::Error::msg)? {
         DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
         DeviceSpec::Cuda(n) => open_cuda(spec, n),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda(spec: &str, n: usize) -> anyhow::Result<candle_core::Device> {
+fn open_cuda(spec: &str, n: usize) -> crate::Result<candle_core::Device> {
     candle_core::Device::new_cuda(n).map_err(|e| {
         let cause = e.to_string();
         let cause = cause.lines().next().unwrap_or("").trim();
-        anyhow::anyhow!("device {spec}: cannot open CUDA device {n}: {cause}")
+        crate::err!("device {spec}: cannot open CUDA device {n}: {cause}")
     })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda(spec: &str, _n: usize) -> anyhow::Result<candle_core::Device> {
+fn open_cuda(spec: &str, _n: usize) -> crate::Result<candle_core::Device> {
     // parse_usable already refused; kept so both builds share one code path.
-    anyhow::bail!("device {spec}: this binary was built without --features cuda")
+    crate::bail!("device {spec}: this binary was built without --features cuda")
 }
 
 #[cfg(test)]

@@ -490,7 +490,7 @@ fn overload_drops_oldest_never_blocks_the_source_and_memory_stays_flat() {
     let stop = AtomicBool::new(false);
     let run = run_node(
         source,
-        |f: &Frame<Vec<u8>>, publish: &mut dyn FnMut(Alert)| -> anyhow::Result<u64> {
+        |f: &Frame<Vec<u8>>, publish: &mut dyn FnMut(Alert)| -> pedcache::Result<u64> {
             // A real but slow perception: read every byte, take ~2 ms.
             let t = Instant::now();
             let sum: u64 = f.payload.iter().map(|&b| b as u64).sum();
@@ -593,7 +593,7 @@ fn input_defects_are_reported_once_even_when_their_frame_is_dropped() {
     let stop = AtomicBool::new(false);
     let run = run_node(
         source,
-        |f: &Frame<usize>, _publish: &mut dyn FnMut(Alert)| -> anyhow::Result<usize> {
+        |f: &Frame<usize>, _publish: &mut dyn FnMut(Alert)| -> pedcache::Result<usize> {
             std::thread::sleep(Duration::from_millis(1));
             Ok(f.payload)
         },

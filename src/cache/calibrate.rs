@@ -282,12 +282,12 @@ pub fn progress(what: &str, i: usize, n: usize) {
 /// activation and the teacher target. `gt(frame_index, unit_region)` gives ground truth if known.
 pub fn collect<D>(
     det: &D,
-    frames: &mut dyn Iterator<Item = anyhow::Result<RgbFrame>>,
+    frames: &mut dyn Iterator<Item = crate::Result<RgbFrame>>,
     n_frames: usize,
     candidates: &[usize],
     store: &mut MedialStore,
     gt: &dyn Fn(usize, Region) -> Option<bool>,
-) -> anyhow::Result<usize>
+) -> crate::Result<usize>
 where
     D: CacheableDetector,
     D::Output: TeacherTarget,
@@ -297,7 +297,7 @@ where
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("\nskipping bad frame: {}", crate::error::one_line(&e));
+                eprintln!("\nskipping bad frame: {}", e.one_line());
                 continue;
             }
         };

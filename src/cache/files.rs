@@ -4,7 +4,7 @@
 use super::calibrate::{CalibReport, Calibration, ExitsFile};
 use super::enabled::Exit;
 use super::head::CacheHead;
-use anyhow::Context;
+use crate::error::Context;
 use candle_core::Device;
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +14,7 @@ pub const HEADS: &str = "heads.safetensors";
 pub const REPORT: &str = "report.json";
 
 /// Write every file of a calibration into `dir` (created if needed).
-pub fn save(dir: &Path, cal: &Calibration) -> anyhow::Result<()> {
+pub fn save(dir: &Path, cal: &Calibration) -> crate::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ron = ron::ser::to_string_pretty(&cal.exits_file, ron::ser::PrettyConfig::default())?;
     write(&dir.join(EXITS), ron.as_bytes())?;
@@ -40,34 +40,34 @@ pub fn save(dir: &Path, cal: &Calibration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Read `exits.ron`; malformed RON or unknown keys fail with the file, line and reason.
-pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
+pub fn read_exits(dir: &Path) -> crate::Result<ExitsFile> {
     let path = dir.join(EXITS);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("loading {}", path.display()))?;
     let f: ExitsFile = ron::de::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}:{}: {}", path.display(), e.position, e.code))?;
+        .map_err(|e| crate::err!("{}:{}: {}", path.display(), e.position, e.code))?;
     for e in &f.exits {
-        anyhow::ensure!(
+        crate::ensure!(
             e.temperature.is_finite() && e.temperature > 0.0,
             "{}: exit {}: temperature must be a positive number, got {}",
             path.display(),
             e.layer,
             e.temperature
         );
-        anyhow::ensure!(
+        crate::ensure!(
             !e.threshold.is_nan(),
             "{}: exit {}: threshold is NaN",
             path.display(),
             e.layer
         );
-        anyhow::ensure!(
+        crate::ensure!(
             !e.selected || e.head.is_some(),
             "{}: exit {} is selected but has no head",
             path.display(),
@@ -79,13 +79,13 @@ pub fn read_exits(dir: &Path) -> anyhow::Result<ExitsFile> {
 
 /// Load a calibration directory: the exits file and the selected exits with their heads, on
 /// `device` (the detector's, so heads read its activations where they are).
-pub fn load(dir: &Path, device: &Device) -> anyhow::Result<(ExitsFile, Vec<Exit>)> {
+pub fn load(dir: &Path, device: &Device) -> crate::Result<(ExitsFile, Vec<Exit>)> {
     let f = read_exits(dir)?;
     let heads_path = dir.join(HEADS);
     let bytes =
         std::fs::read(&heads_path).with_context(|| format!("loading {}", heads_path.display()))?;
     let map = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-        anyhow::anyhow!(
+        crate::err!(
             "loading {}: not a valid safetensors file ({e})",
             heads_path.display()
         )
@@ -95,9 +95,9 @@ pub fn load(dir: &Path, device: &Device) -> anyhow::Result<(ExitsFile, Vec<Exit>
         let arch = e
             .head
             .clone()
-            .ok_or_else(|| anyhow::anyhow!("{}: exit {} has no head", dir.display(), e.layer))?;
+            .ok_or_else(|| crate::err!("{}: exit {} has no head", dir.display(), e.layer))?;
         let head = CacheHead::from_tensors(arch, e.channels, &map, &e.layer).map_err(|err| {
-            anyhow::anyhow!("loading {}: exit {}: {err}", heads_path.display(), e.layer)
+            crate::err!("loading {}: exit {}: {err}", heads_path.display(), e.layer)
         })?;
         exits.push(e.to_exit(head));
     }

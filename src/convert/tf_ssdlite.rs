@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Result};
+use crate::{bail, err, Result};
 
 use super::graphdef::{attr_value::Value, AttrValue, GraphDef, NodeDef, DT_FLOAT};
 
@@ -190,7 +190,7 @@ impl<'a> Graph<'a> {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= (1 << 31))
-            .ok_or_else(|| anyhow!("{file}: {what} has an absurd shape {shape:?}"))?;
+            .ok_or_else(|| err!("{file}: {what} has an absurd shape {shape:?}"))?;
         let data = if !t.tensor_content.is_empty() {
             if t.tensor_content.len() != n * 4 {
                 bail!(

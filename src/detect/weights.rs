@@ -1,16 +1,16 @@
 //! Loading weight files into a candle `VarBuilder`, with errors that name the file and tensor.
 
-use anyhow::Context;
+use crate::error::Context;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::path::Path;
 
 /// All tensors of a safetensors file, checked to be finite.
-pub fn load_safetensors(path: &Path, device: &Device) -> anyhow::Result<HashMap<String, Tensor>> {
+pub fn load_safetensors(path: &Path, device: &Device) -> crate::Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("loading {}", path.display()))?;
     let map = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
-        anyhow::anyhow!(
+        crate::err!(
             "loading {}: not a valid safetensors file ({e})",
             path.display()
         )
@@ -21,7 +21,7 @@ pub fn load_safetensors(path: &Path, device: &Device) -> anyhow::Result<HashMap<
             .and_then(|t| t.to_vec1::<f32>())
             .map(|v| v.iter().all(|x| x.is_finite()))
             .unwrap_or(false);
-        anyhow::ensure!(
+        crate::ensure!(
             finite,
             "loading {}: tensor {name} holds NaN or infinite values",
             path.display()
@@ -31,7 +31,7 @@ pub fn load_safetensors(path: &Path, device: &Device) -> anyhow::Result<HashMap<
 }
 
 /// A `VarBuilder` over a safetensors file.
-pub fn var_builder(path: &Path, device: &Device) -> anyhow::Result<VarBuilder<'static>> {
+pub fn var_builder(path: &Path, device: &Device) -> crate::Result<VarBuilder<'static>> {
     let map = load_safetensors(path, device)?;
     Ok(VarBuilder::from_tensors(map, DType::F32, device))
 }

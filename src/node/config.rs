@@ -112,25 +112,25 @@ impl NodeConfig {
     }
 
     /// Parse and validate a RON file.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> crate::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parse and validate RON text; `name` is used in errors.
-    pub fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+    pub fn parse(text: &str, name: &str) -> crate::Result<Self> {
         // Optional values are written plainly (`fps: 17.0`, not `fps: Some(17.0)`).
         let cfg: NodeConfig = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .from_str(text)
             .map_err(|e| {
-                anyhow::anyhow!("{name}:{}:{}: {}", e.position.line, e.position.col, e.code)
+                crate::err!("{name}:{}:{}: {}", e.position.line, e.position.col, e.code)
             })?;
         cfg.validate()
             .map_err(|(key, reason)| match line_of(text, key) {
-                Some(l) => anyhow::anyhow!("{name}:{l}: {reason}"),
-                None => anyhow::anyhow!("{name}: {reason}"),
+                Some(l) => crate::err!("{name}:{l}: {reason}"),
+                None => crate::err!("{name}: {reason}"),
             })?;
         Ok(cfg)
     }

@@ -33,12 +33,12 @@ pub enum HitPolicy {
 }
 
 impl std::str::FromStr for HitPolicy {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
         match s {
             "exit" => Ok(Self::Exit),
             "alert_then_continue" | "alert-then-continue" => Ok(Self::AlertThenContinue),
-            _ => anyhow::bail!("unknown policy {s:?} (exit | alert_then_continue)"),
+            _ => crate::bail!("unknown policy {s:?} (exit | alert_then_continue)"),
         }
     }
 }

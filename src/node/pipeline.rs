@@ -214,7 +214,7 @@ fn run_bus(rx: Receiver<Envelope>, subscribers: Vec<Sender<Envelope>>) {
     }
 }
 
-fn run_recorder(rx: Receiver<Envelope>, mut out: Box<dyn Write + Send>) -> anyhow::Result<()> {
+fn run_recorder(rx: Receiver<Envelope>, mut out: Box<dyn Write + Send>) -> crate::Result<()> {
     for msg in rx {
         serde_json::to_writer(&mut out, &msg.alert)?;
         out.write_all(b"\n")?;
@@ -232,14 +232,14 @@ pub fn run_node<T, O, P, S, F>(
     recorder: Option<Box<dyn Write + Send>>,
     settings: &NodeSettings,
     stop: &AtomicBool,
-) -> anyhow::Result<NodeRun<O, P>>
+) -> crate::Result<NodeRun<O, P>>
 where
     T: Send,
     P: Planner,
     S: Iterator<Item = SourceItem<T>> + Send,
-    F: FnMut(&Frame<T>, &mut dyn FnMut(Alert)) -> anyhow::Result<O>,
+    F: FnMut(&Frame<T>, &mut dyn FnMut(Alert)) -> crate::Result<O>,
 {
-    anyhow::ensure!(settings.queue >= 1, "queue must be at least 1");
+    crate::ensure!(settings.queue >= 1, "queue must be at least 1");
     let start = Instant::now();
     let q = FrameQueue::<Work<T>>::new(settings.queue);
     let (bus_tx, bus_rx) = bounded::<Envelope>(BUS_CAPACITY);
@@ -251,7 +251,7 @@ where
         rx
     });
     let deadline_ms = ms(settings.deadline);
-    std::thread::scope(|s| -> anyhow::Result<NodeRun<O, P>> {
+    std::thread::scope(|s| -> crate::Result<NodeRun<O, P>> {
         let src_bus = bus_tx.clone();
         let qr = &q;
         let source_h = std::thread::Builder::new()
@@ -281,7 +281,7 @@ where
         // Perception, on this thread.
         let (mut records, mut bad, mut defects, mut misses) =
             (Vec::new(), Vec::new(), Vec::new(), 0usize);
-        let mut failure: Option<anyhow::Error> = None;
+        let mut failure: Option<crate::Error> = None;
         while let Some(work) = q.pop() {
             match work {
                 Work::Bad {
@@ -338,7 +338,7 @@ where
                             publish(Alert::BadFrame {
                                 frame: frame.index,
                                 path: frame.path.clone(),
-                                cause: crate::error::one_line(&e),
+                                cause: e.one_line(),
                             });
                             if failure.is_none() && records.is_empty() && bad.len() > 50 {
                                 // Nothing works: stop rather than report thousands of failures.
@@ -353,16 +353,16 @@ where
         drop(bus_tx);
         let src = source_h
             .join()
-            .map_err(|_| anyhow::anyhow!("source thread panicked"))?;
+            .map_err(|_| crate::err!("source thread panicked"))?;
         bus_h
             .join()
-            .map_err(|_| anyhow::anyhow!("alert bus thread panicked"))?;
+            .map_err(|_| crate::err!("alert bus thread panicked"))?;
         let planner = planner_h
             .join()
-            .map_err(|_| anyhow::anyhow!("planner thread panicked"))?;
+            .map_err(|_| crate::err!("planner thread panicked"))?;
         if let Some(h) = recorder_h {
             h.join()
-                .map_err(|_| anyhow::anyhow!("recorder thread panicked"))??;
+                .map_err(|_| crate::err!("recorder thread panicked"))??;
         }
         if let Some(e) = failure {
             return Err(e);

@@ -142,7 +142,7 @@ impl Retrainer {
         policy: ExitOn,
         positive: usize,
         cfg: RetrainConfig,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::Result<Self> {
         let (tx, rx) = bounded::<Sample>(cfg.queue.max(1));
         let min_confidence = cfg.min_teacher_confidence;
         let handle = std::thread::Builder::new()
@@ -181,12 +181,12 @@ impl Retrainer {
     }
 
     /// Close the queue, let the thread finish what it holds, and return what it did.
-    pub fn finish(mut self) -> anyhow::Result<RetrainStats> {
+    pub fn finish(mut self) -> crate::Result<RetrainStats> {
         self.tx = None;
         let mut stats = match self.handle.take() {
             Some(h) => h
                 .join()
-                .map_err(|_| anyhow::anyhow!("retrainer thread panicked"))?,
+                .map_err(|_| crate::err!("retrainer thread panicked"))?,
             None => RetrainStats::default(),
         };
         stats.unconfident = self.unconfident;

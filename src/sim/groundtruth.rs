@@ -179,8 +179,8 @@ fn read_truth(labels: &Path, frame: &Path, min_pixels: usize) -> Result<bool, St
 }
 
 /// Pixels of `label` in a label-id map.
-pub fn count_label(path: &Path, label: u8) -> anyhow::Result<usize> {
-    let img = image::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+pub fn count_label(path: &Path, label: u8) -> crate::Result<usize> {
+    let img = image::open(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;
     let gray = img.to_luma8();
     Ok(gray.as_raw().iter().filter(|&&v| v == label).count())
 }

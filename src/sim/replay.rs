@@ -107,7 +107,7 @@ impl FrameOutcome {
 }
 
 /// Frames of the configured sources, after the sequence selection and the limit.
-pub fn config_frames(cfg: &NodeConfig) -> anyhow::Result<Vec<FrameRef>> {
+pub fn config_frames(cfg: &NodeConfig) -> crate::Result<Vec<FrameRef>> {
     let sel = Selection {
         part: None,
         seq_frames: cfg.seq_frames,
@@ -115,7 +115,7 @@ pub fn config_frames(cfg: &NodeConfig) -> anyhow::Result<Vec<FrameRef>> {
         not_seq: cfg.not_seq.clone(),
     };
     let mut frames = select_frames(&cfg.sources, &sel)?;
-    anyhow::ensure!(!frames.is_empty(), "no frames in {:?}", cfg.sources);
+    crate::ensure!(!frames.is_empty(), "no frames in {:?}", cfg.sources);
     if cfg.limit > 0 {
         frames.truncate(cfg.limit);
     }
@@ -135,7 +135,7 @@ pub fn frame_source<'a>(
         let path = fref.name();
         match r {
             Err(e) => {
-                let cause = crate::error::one_line(&e);
+                let cause = e.one_line();
                 // The decoder's message starts with the path; the alert carries it apart.
                 let cause = cause
                     .strip_prefix(&format!("{path}: "))
@@ -282,13 +282,13 @@ pub fn replay<D>(
     calib: Option<&ExitsFile>,
     alerts: Option<Box<dyn Write + Send>>,
     stop: &AtomicBool,
-) -> anyhow::Result<ReplayReport>
+) -> crate::Result<ReplayReport>
 where
     D: CacheableDetector,
     D::Output: TeacherTarget + FrameDetections,
 {
     if let Some(f) = calib {
-        anyhow::ensure!(
+        crate::ensure!(
             f.model == det.model_name(),
             "calibration is for {}, not {}",
             f.model,
@@ -314,7 +314,7 @@ where
                 ..RetrainConfig::default()
             },
         )?),
-        (true, _) => anyhow::bail!("retrain needs a calibration with selected exits (calib)"),
+        (true, _) => crate::bail!("retrain needs a calibration with selected exits (calib)"),
         _ => None,
     };
     let settings = NodeSettings {
@@ -329,7 +329,7 @@ where
     // Running estimate of a full-detector pass, for alert_then_continue.
     let mut full_ms_est: Option<f64> = None;
     let perceive =
-        |frame: &Frame<RgbFrame>, publish: &mut dyn FnMut(Alert)| -> anyhow::Result<FrameOutcome> {
+        |frame: &Frame<RgbFrame>, publish: &mut dyn FnMut(Alert)| -> crate::Result<FrameOutcome> {
             if live {
                 eprint!("\rreplay: frame {}/{total}", frame.index + 1);
             }

@@ -12,12 +12,12 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> crate::Result<()> {
     let entries =
-        std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?;
+        std::fs::read_dir(dir).map_err(|e| crate::err!("reading {}: {e}", dir.display()))?;
     for entry in entries {
         let path = entry
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", dir.display()))?
+            .map_err(|e| crate::err!("reading {}: {e}", dir.display()))?
             .path();
         if path.is_dir() {
             walk(&path, out)?;
@@ -32,11 +32,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 /// (`*_leftImg8bit.png|jpg`), only those are taken (label maps and other files beside them are
 /// not frames); otherwise every PNG/JPEG is. Sorted by file name, which for Cityscapes names
 /// (`city_SSSSSS_FFFFFF_leftImg8bit`) is city, sequence, frame order.
-pub fn list_frames(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn list_frames(root: &Path) -> crate::Result<Vec<PathBuf>> {
     if root.is_file() {
         return Ok(vec![root.to_path_buf()]);
     }
-    anyhow::ensure!(root.is_dir(), "{}: no such file or folder", root.display());
+    crate::ensure!(root.is_dir(), "{}: no such file or folder", root.display());
     let mut all = Vec::new();
     walk(root, &mut all)?;
     let cityscapes: Vec<PathBuf> = all
@@ -77,14 +77,14 @@ pub struct Selection {
 }
 
 /// Parse "A..B" into a pair.
-pub fn parse_range<T: std::str::FromStr>(s: &str) -> anyhow::Result<(T, T)> {
+pub fn parse_range<T: std::str::FromStr>(s: &str) -> crate::Result<(T, T)> {
     let (a, b) = s
         .split_once("..")
-        .ok_or_else(|| anyhow::anyhow!("expected a range A..B, got {s:?}"))?;
+        .ok_or_else(|| crate::err!("expected a range A..B, got {s:?}"))?;
     let p = |v: &str| {
         v.trim()
             .parse::<T>()
-            .map_err(|_| anyhow::anyhow!("bad number {v:?} in range {s:?}"))
+            .map_err(|_| crate::err!("bad number {v:?} in range {s:?}"))
     };
     Ok((p(a)?, p(b)?))
 }
@@ -111,7 +111,7 @@ impl FrameRef {
 }
 
 /// All frames of the sources (folders, image files, videos) after the selection, in order.
-pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> anyhow::Result<Vec<FrameRef>> {
+pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> crate::Result<Vec<FrameRef>> {
     let mut all = Vec::new();
     for s in sources {
         if s.is_file() && crate::sim::video::is_video(s) {
@@ -151,7 +151,7 @@ pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> anyhow::Result<Vec
 /// Decode the frames in order; videos are streamed through one ffmpeg process each.
 pub fn read_frames(
     frames: &[FrameRef],
-) -> impl Iterator<Item = (FrameRef, anyhow::Result<crate::frame::RgbFrame>)> + '_ {
+) -> impl Iterator<Item = (FrameRef, crate::Result<crate::frame::RgbFrame>)> + '_ {
     let mut video: Option<(PathBuf, crate::sim::video::VideoFrames, usize)> = None;
     frames.iter().map(move |f| {
         let r = match f {
@@ -163,11 +163,11 @@ pub fn read_frames(
                 {
                     video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
                 }
-                let (_, it, next) = video.as_mut().ok_or_else(|| anyhow::anyhow!("video"))?;
+                let (_, it, next) = video.as_mut().ok_or_else(|| crate::err!("video"))?;
                 loop {
                     let (_, frame) = it
                         .next()
-                        .ok_or_else(|| anyhow::anyhow!("{}: frame {i} missing", p.display()))?;
+                        .ok_or_else(|| crate::err!("{}: frame {i} missing", p.display()))?;
                     *next += 1;
                     if *next > *i {
                         return frame;

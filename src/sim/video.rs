@@ -17,7 +17,7 @@ pub fn is_video(p: &Path) -> bool {
 }
 
 /// Width, height and frame count (ffprobe).
-pub fn probe(path: &Path) -> anyhow::Result<(usize, usize, usize)> {
+pub fn probe(path: &Path) -> crate::Result<(usize, usize, usize)> {
     let out = Command::new("ffprobe")
         .args([
             "-v",
@@ -33,12 +33,12 @@ pub fn probe(path: &Path) -> anyhow::Result<(usize, usize, usize)> {
         .arg(path)
         .output()
         .map_err(|e| {
-            anyhow::anyhow!(
+            crate::err!(
                 "{}: running ffprobe: {e} (install ffmpeg: scripts/deps.sh)",
                 path.display()
             )
         })?;
-    anyhow::ensure!(
+    crate::ensure!(
         out.status.success(),
         "{}: not a readable video ({})",
         path.display(),
@@ -50,7 +50,7 @@ pub fn probe(path: &Path) -> anyhow::Result<(usize, usize, usize)> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    anyhow::ensure!(
+    crate::ensure!(
         v.len() == 3 && v[0] > 0 && v[1] > 0,
         "{}: ffprobe gave no video size ({text:?})",
         path.display()
@@ -68,7 +68,7 @@ pub struct VideoFrames {
 }
 
 impl VideoFrames {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub fn open(path: &Path) -> crate::Result<Self> {
         let (width, height, _) = probe(path)?;
         let child = Command::new("ffmpeg")
             .args(["-v", "error", "-nostdin", "-i"])
@@ -77,7 +77,7 @@ impl VideoFrames {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| anyhow::anyhow!("{}: running ffmpeg: {e}", path.display()))?;
+            .map_err(|e| crate::err!("{}: running ffmpeg: {e}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
             width,
@@ -89,7 +89,7 @@ impl VideoFrames {
 }
 
 impl Iterator for VideoFrames {
-    type Item = (String, anyhow::Result<RgbFrame>);
+    type Item = (String, crate::Result<RgbFrame>);
 
     fn next(&mut self) -> Option<Self::Item> {
         let child = self.child.as_mut()?;

@@ -71,18 +71,18 @@ pub struct RcnnOutput {
 
 impl MaskRcnn {
     /// Load torchvision weights from a `.pth` or `.safetensors` file.
-    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, device: &Device) -> crate::Result<Self> {
         let sd = weights::read_state_dict(path)?;
-        let arch = weights::infer_arch(&sd)
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+        let arch =
+            weights::infer_arch(&sd).map_err(|e| crate::err!("loading {}: {e}", path.display()))?;
         weights::check(&sd, &weights::expected_shapes(&arch))
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+            .map_err(|e| crate::err!("loading {}: {e}", path.display()))?;
         let sd: std::collections::HashMap<String, Tensor> = sd
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_device(device)?)))
             .collect::<Result<_>>()?;
         Self::from_state_dict(&sd, arch, device)
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+            .map_err(|e| crate::err!("loading {}: {e}", path.display()))
     }
 
     pub fn from_state_dict(

@@ -67,14 +67,14 @@ pub fn normalise_key(k: &str) -> Option<String> {
 }
 
 /// Read every tensor of a `.safetensors` or torch `.pth` file, as f32 with normalised names.
-pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
-    let ctx = |e: &dyn std::fmt::Display| anyhow::anyhow!("loading {}: {e}", path.display());
+pub fn read_state_dict(path: &Path) -> crate::Result<HashMap<String, Tensor>> {
+    let ctx = |e: &dyn std::fmt::Display| crate::err!("loading {}: {e}", path.display());
     let mut head = [0u8; 4];
     {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| ctx(&e))?;
         let n = f.read(&mut head).map_err(|e| ctx(&e))?;
-        anyhow::ensure!(
+        crate::ensure!(
             n == 4,
             "loading {}: file too short ({n} bytes)",
             path.display()
@@ -90,7 +90,7 @@ pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
             .into_iter()
             .collect()
     };
-    anyhow::ensure!(
+    crate::ensure!(
         !raw.is_empty(),
         "loading {}: no tensors in file",
         path.display()
@@ -107,13 +107,13 @@ pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
             .flatten_all()
             .and_then(|f| f.to_vec1::<f32>())
             .map(|v| v.iter().all(|x| x.is_finite()));
-        anyhow::ensure!(
+        crate::ensure!(
             finite.unwrap_or(false),
             "loading {}: tensor {k} holds NaN or infinite values",
             path.display()
         );
         if out.insert(name.clone(), t).is_some() {
-            anyhow::bail!(
+            crate::bail!(
                 "loading {}: tensor {name} appears twice (old and new key names mixed)",
                 path.display()
             );
@@ -122,14 +122,14 @@ pub fn read_state_dict(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-fn dims(sd: &HashMap<String, Tensor>, k: &str) -> anyhow::Result<Vec<usize>> {
+fn dims(sd: &HashMap<String, Tensor>, k: &str) -> crate::Result<Vec<usize>> {
     sd.get(k)
         .map(|t| t.dims().to_vec())
-        .ok_or_else(|| anyhow::anyhow!("missing tensor {k}"))
+        .ok_or_else(|| crate::err!("missing tensor {k}"))
 }
 
 /// Read the architecture off the shapes of a few defining tensors.
-pub fn infer_arch(sd: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
+pub fn infer_arch(sd: &HashMap<String, Tensor>) -> crate::Result<Arch> {
     let stem = dims(sd, "backbone.body.conv1.weight")?[0];
     let mut layers = [(0, 0, 0); 4];
     for (l, slot) in layers.iter_mut().enumerate() {
@@ -137,7 +137,7 @@ pub fn infer_arch(sd: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
         let blocks = (0..)
             .take_while(|j| sd.contains_key(&format!("{p}.{j}.conv1.weight")))
             .count();
-        anyhow::ensure!(blocks > 0, "missing tensor {p}.0.conv1.weight");
+        crate::ensure!(blocks > 0, "missing tensor {p}.0.conv1.weight");
         let width = dims(sd, &format!("{p}.0.conv1.weight"))?[0];
         let out = dims(sd, &format!("{p}.0.conv3.weight"))?[0];
         *slot = (blocks, width, out);
@@ -152,7 +152,7 @@ pub fn infer_arch(sd: &HashMap<String, Tensor>) -> anyhow::Result<Arch> {
                 .map(|t| t.dims()[0])
         })
         .collect();
-    anyhow::ensure!(
+    crate::ensure!(
         !mask_layers.is_empty(),
         "missing tensor roi_heads.mask_head.0.0.weight"
     );

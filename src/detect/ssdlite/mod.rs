@@ -103,10 +103,10 @@ impl crate::detect::TeacherTarget for TileDetections {
 
 impl SsdLite {
     /// Load from the converted safetensors (`pedcache convert-tf`).
-    pub fn load(path: &Path, device: &Device) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, device: &Device) -> crate::Result<Self> {
         let vb = crate::detect::weights::var_builder(path, device)?;
         Self::from_var_builder(&vb, device)
-            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))
+            .map_err(|e| crate::err!("loading {}: {e}", path.display()))
     }
 
     pub fn from_var_builder(vb: &VarBuilder, device: &Device) -> Result<Self> {
