@@ -76,6 +76,7 @@ fn detect_one(img: &Path, json: &Path) -> Output {
 }
 
 #[test]
+#[ignore = "needs models/ssdlite_ped.safetensors (scripts/test.sh makes it)"]
 fn missing_image() {
     if common::model_path().is_none() {
         return;
@@ -89,6 +90,7 @@ fn missing_image() {
 }
 
 #[test]
+#[ignore = "needs models/ssdlite_ped.safetensors (scripts/test.sh makes it)"]
 fn truncated_png_and_jpeg_and_garbage() {
     if common::model_path().is_none() {
         return;
@@ -114,6 +116,7 @@ fn truncated_png_and_jpeg_and_garbage() {
 }
 
 #[test]
+#[ignore = "needs models/ssdlite_ped.safetensors (scripts/test.sh makes it)"]
 fn zero_size_image() {
     if common::model_path().is_none() {
         return;
@@ -129,6 +132,7 @@ fn zero_size_image() {
 }
 
 #[test]
+#[ignore = "needs models/ssdlite_ped.safetensors (scripts/test.sh makes it)"]
 fn multi_image_detect_keeps_the_good_ones() {
     if common::model_path().is_none() {
         return;
@@ -184,6 +188,7 @@ fn unknown_model_name() {
 }
 
 #[test]
+#[ignore = "needs the SSDLite graph in models/cache (scripts/test.sh fetches it)"]
 fn truncated_and_missing_pb() {
     let s = Scratch::new("pb");
     let out = run(&[
@@ -231,6 +236,7 @@ fn edited_model(
 }
 
 #[test]
+#[ignore = "needs models/ssdlite_ped.safetensors (scripts/test.sh makes it)"]
 fn bad_weights_files() {
     if common::model_path().is_none() {
         return;

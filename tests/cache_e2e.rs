@@ -26,6 +26,7 @@ fn json(p: &Path) -> serde_json::Value {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn maskrcnn_calibrates_and_evaluates_end_to_end() {
     let Some(city) = common::require(
         &common::data_root().join("cityscapes-seq/leftImg8bit_sequence"),
@@ -98,6 +99,7 @@ fn maskrcnn_calibrates_and_evaluates_end_to_end() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data and models/ssdlite_ped.safetensors (scripts/test.sh)"]
 fn calibration_is_deterministic_for_a_seed() {
     let Some(city) = common::require(
         &common::data_root().join("cityscapes-seq/leftImg8bit_sequence"),

@@ -188,6 +188,7 @@ fn k_score_choice_equals_brute_force_over_real_cache_enabled_runs() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data and models/ssdlite_ped.safetensors (scripts/test.sh)"]
 fn batch_shrinking_equals_per_item_runs_on_ssdlite() {
     let Some(model) = common::load_ssdlite() else {
         return;

@@ -22,6 +22,7 @@ fn stages(model: &MaskRcnn, x: &Tensor) -> Vec<Tensor> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn resnet50_body_equals_stock_candle() {
     let city = common::data_root().join("cityscapes-seq/leftImg8bit_sequence/train/aachen");
     let Some(city) = common::require(&city, "Cityscapes sequence frames") else {

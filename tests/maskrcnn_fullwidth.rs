@@ -50,6 +50,7 @@ fn close(name: &str, ours: (f64, f64, f64), want: &Value) {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn full_width_model_matches_torchvision_statistics() {
     let fx: Value = serde_json::from_slice(
         &std::fs::read(common::repo().join("tests/fixtures/maskrcnn_tv/fullwidth_stats.json"))

@@ -129,6 +129,7 @@ fn compare_dets(
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn narrow_model_matches_torchvision_stage_by_stage() {
     let m = model("narrow_weights.safetensors");
     for (name, src, file) in CASES {
@@ -289,6 +290,7 @@ fn narrow_model_matches_torchvision_stage_by_stage() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn whole_top_100_at_score_zero_and_old_key_names() {
     // The published COCO file's key generation, from a torch .pth.
     let mut m = model("narrow_weights_oldnames.pth");
@@ -314,6 +316,7 @@ fn whole_top_100_at_score_zero_and_old_key_names() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (scripts/test.sh runs it)"]
 fn staged_forward_equals_one_shot_bit_for_bit() {
     let m = model("narrow_weights.safetensors");
     let Some(path) = common::require(&common::data_root().join(CASES[2].1), "Penn-Fudan image")

@@ -36,6 +36,7 @@ fn pennfudan_boxes(path: &Path) -> Vec<[f32; 4]> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data and models/ssdlite_ped.safetensors (scripts/test.sh)"]
 fn pennfudan_ap50_through_the_detect_command() {
     let Some(root) = common::require(&common::data_root().join("pennfudan"), "Penn-Fudan") else {
         return;
@@ -112,6 +113,7 @@ fn pennfudan_ap50_through_the_detect_command() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data and models/ssdlite_ped.safetensors (scripts/test.sh)"]
 fn cityscapes_presence_with_tiles() {
     let seq = common::data_root().join("cityscapes-seq/leftImg8bit_sequence");
     let Some(seq) = common::require(&seq, "Cityscapes sequences") else {

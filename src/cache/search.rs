@@ -261,7 +261,6 @@ mod tests {
     use super::*;
     use crate::cache::head::search_space;
     use candle_core::Device;
-    use std::time::Instant;
 
     /// `n` samples with C channels; class 1 iff a hidden bit is set. With `signal`, channel 0
     /// is shifted by ±0.8 with the bit; without, activations are noise independent of targets.
@@ -342,10 +341,10 @@ mod tests {
         assert!(prior_loss(&t, &t).unwrap().abs() < 1e-9);
     }
 
-    /// False keeps / drops over 8 data+train seeds (`--ignored --nocapture`). Measured: C=8,
-    /// 4 heads: 0/8 and 0/8; C=96, 18 heads: noise kept 1/8 (2/8 with a flat 0.55 bar).
+    /// False keeps / drops over 8 data+train seeds: a layer that carries the class is never
+    /// dropped, a layer of noise is rarely kept (the chance bar is a ~1 sigma margin, so an
+    /// occasional noise head passes; measured: C=8, 4 heads: 0/8; C=96, 18 heads: 1/8).
     #[test]
-    #[ignore]
     fn robustness_over_seeds() {
         for (c, space) in [(8, small_space()), (96, search_space(2))] {
             let (mut kept_noise, mut dropped_signal) = (0, 0);
@@ -371,24 +370,20 @@ mod tests {
                 }
             }
             println!("C={c}: noise kept {kept_noise}/8, signal dropped {dropped_signal}/8");
+            assert_eq!(dropped_signal, 0, "C={c}: a layer carrying the class was dropped");
+            assert!(kept_noise <= 2, "C={c}: noise kept {kept_noise}/8");
         }
     }
 
-    /// Timing on the brief's sizes: `cargo test --release --lib cache::search -- --ignored
-    /// --nocapture`.
+    /// The full default space on the brief's sizes (96 channels, 100 train / 40 val units): the
+    /// signal layer gets a head, the noise layer none (`--nocapture` prints every candidate).
     #[test]
-    #[ignore]
-    fn timing_full_default_space_c96() {
+    fn full_default_space_c96_keeps_signal_drops_noise() {
         let (tx, tt) = layer(100, 96, true, 1);
         let (vx, vt) = layer(40, 96, true, 2);
         let space = search_space(2);
-        let t0 = Instant::now();
         let r = search(&tx, &tt, &vx, &vt, &space, &cfg(), 0.05).unwrap();
-        println!(
-            "search: {} candidates in {:.2?}",
-            r.tried.len(),
-            t0.elapsed()
-        );
+        println!("search: {} candidates", r.tried.len());
         for c in &r.tried {
             println!(
                 "  {:45} acc {:.3} loss {:.4} prior {:.4} flops {} score {:.3}",
@@ -403,9 +398,8 @@ mod tests {
         assert!(r.best.is_some());
         let (tx, tt) = layer(100, 96, false, 1);
         let (vx, vt) = layer(40, 96, false, 2);
-        let t0 = Instant::now();
         let r = search(&tx, &tt, &vx, &vt, &space, &cfg(), 0.05).unwrap();
-        println!("noise layer: {:.2?}, {:?}", t0.elapsed(), r.dropped_reason);
+        println!("noise layer: {:?}", r.dropped_reason);
         for c in &r.tried {
             println!(
                 "  {:45} acc {:.3} bal {:.3} loss {:.4} prior {:.4}",

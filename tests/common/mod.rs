@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests: where the data and the model are, and the rule for
-//! missing inputs (skip with a message locally, fail under CI=true).
+//! missing inputs. A test that needs `../shared/data`, the converted model or the demo sequence
+//! is marked `#[ignore = "needs ..."]`, so a plain `cargo test` reports it as ignored with the
+//! reason; `scripts/test.sh` (and so CI) runs it with `--include-ignored`, and then a missing
+//! input is a failure: nothing passes by skipping.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -19,20 +22,17 @@ pub fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Returns `Some(path)` if it exists; otherwise prints why the test is skipped, or panics under CI.
+/// Returns `Some(path)` if it exists, else fails the test: a test that needs an input is marked
+/// `#[ignore = "needs ..."]` and only runs when asked to (`--include-ignored`), and then a missing
+/// input is an error, not a pass. (`Option` so callers read `let Some(p) = require(..) else`.)
 pub fn require(path: &Path, what: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path.to_path_buf());
     }
-    let msg = format!(
-        "{what} not found at {} (run scripts/test.sh to prepare it)",
+    panic!(
+        "{what} not found at {} (run scripts/test.sh to prepare it; under CI=true it must be there)",
         path.display()
     );
-    if under_ci() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
 }
 
 pub fn model_path() -> Option<PathBuf> {
