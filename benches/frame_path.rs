@@ -15,7 +15,7 @@
 //! be run in a minute, `cargo bench --bench frame_path`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pedcache::cache::calibrate::CacheableDetector;
+use pedcache::cache::calibration::CacheableDetector;
 use pedcache::cache::enabled::{CacheEnabled, Resolution};
 use pedcache::detect::ssdlite::SsdLite;
 use pedcache::frame::RgbFrame;

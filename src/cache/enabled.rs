@@ -45,7 +45,7 @@ impl Exit {
             .to_vec2()?;
         Ok(logits
             .iter()
-            .map(|l| super::calib::predict(l, self.temperature))
+            .map(|l| super::calibration::predict(l, self.temperature))
             .collect())
     }
 }

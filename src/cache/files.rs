@@ -1,7 +1,7 @@
 //! A calibration on disk: `exits.ron` (per exit: layer, head architecture, temperature,
 //! threshold, selected or not, FLOPs C1/C2), `heads.safetensors`, `report.json`, and plots.
 
-use super::calibrate::{CalibReport, Calibration, ExitsFile};
+use super::calibration::{CalibReport, Calibration, ExitsFile};
 use super::enabled::Exit;
 use super::head::CacheHead;
 use crate::error::Context;

@@ -5,12 +5,11 @@
 //! - [`store`]: the medial dataset (eq. 1), pooled activations + teacher targets, bounded.
 //! - [`head`]: cache-head architectures (search space) and their forward pass.
 //! - [`train`]: KL distillation with AdamW and early stopping; [`search`]: architecture search.
-//! - [`calib`]: temperature, thresholds from the tolerance (eq. 3).
+//! - [`calibration`]: temperature, thresholds from the tolerance (eq. 3), the whole calibration.
 //! - [`select`]: subset selection by K(S) (eq. 4) from recorded predictions.
 //! - [`enabled`]: the cache-enabled forward (Algorithm 1).
 
-pub mod calib;
-pub mod calibrate;
+pub mod calibration;
 pub mod enabled;
 pub mod files;
 pub mod head;

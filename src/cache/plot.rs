@@ -1,13 +1,13 @@
 //! SVG plots a person would rather look at than read: per exit, hit rate, cache accuracy and
 //! (when labels exist) ground-truth accuracy against the confidence threshold (paper Fig. 2).
 
-use super::calibrate::ExitReport;
+use super::calibration::ExitReport;
 
 pub fn exit_curve_svg(e: &ExitReport) -> String {
     let (w, h, m) = (560.0, 360.0, 50.0);
     let x = |t: f32| m + (w - 2.0 * m) * t as f64;
     let y = |v: f64| h - m - (h - 2.0 * m) * v;
-    let series = |f: &dyn Fn(&super::calib::CurvePoint) -> Option<f64>| -> String {
+    let series = |f: &dyn Fn(&super::calibration::CurvePoint) -> Option<f64>| -> String {
         e.curve_val
             .iter()
             .filter_map(|p| f(p).map(|v| format!("{:.1},{:.1}", x(p.theta), y(v.clamp(0.0, 1.0)))))

@@ -370,7 +370,10 @@ mod tests {
                 }
             }
             println!("C={c}: noise kept {kept_noise}/8, signal dropped {dropped_signal}/8");
-            assert_eq!(dropped_signal, 0, "C={c}: a layer carrying the class was dropped");
+            assert_eq!(
+                dropped_signal, 0,
+                "C={c}: a layer carrying the class was dropped"
+            );
             assert!(kept_noise <= 2, "C={c}: noise kept {kept_noise}/8");
         }
     }

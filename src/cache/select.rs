@@ -25,7 +25,7 @@ pub struct ExitRecord {
     /// The head's (calibrated) prediction per sample; the same sample order for all exits, so
     /// sample `i` can be followed through the network.
     pub preds: Vec<Prediction>,
-    /// The exit's threshold (from [`super::calib::choose_threshold`]).
+    /// The exit's threshold (from [`super::calibration::choose_threshold`]).
     pub theta: f32,
     /// FLOPs of the cache head: paid by every sample that reaches this exit.
     pub c1: u64,

@@ -1,7 +1,7 @@
 //! `pedcache calibrate`: from unlabeled frames to a calibrated cache-enabled detector, with no
 //! manual step. `pedcache evaluate` lives in `evaluate.rs`.
 
-use crate::cache::calibrate::{calibrate_store, collect, CacheableDetector, CalibConfig};
+use crate::cache::calibration::{calibrate_store, collect, CacheableDetector, CalibConfig};
 use crate::cache::store::MedialStore;
 use crate::cache::ExitOn;
 use crate::detect::TeacherTarget;

@@ -1,7 +1,7 @@
 //! `pedcache evaluate`: the cache-enabled detector and the full detector on every frame, in one
 //! run: FLOPs, latency, presence against the detector and against ground truth, per-exit hits.
 
-use crate::cache::calibrate::{argmax, CacheableDetector};
+use crate::cache::calibration::{argmax, CacheableDetector};
 use crate::cache::enabled::{CacheEnabled, Resolution};
 use crate::cli::calibrate::{region_gt, SourceArgs};
 use crate::cli::demo::quantile;
@@ -146,7 +146,7 @@ pub fn run(a: EvaluateArgs) -> anyhow::Result<i32> {
 fn evaluate<D>(
     det: &D,
     a: &EvaluateArgs,
-    file: &crate::cache::calibrate::ExitsFile,
+    file: &crate::cache::calibration::ExitsFile,
     exits: Vec<crate::cache::enabled::Exit>,
 ) -> anyhow::Result<EvalReport>
 where
@@ -182,7 +182,7 @@ where
     let (mut false_alarms, mut missed, mut empty, mut agree_empty) = (0, 0, 0, 0);
     let n = frames.len();
     for (i, (fref, frame)) in read_frames(&frames).enumerate() {
-        crate::cache::calibrate::progress("evaluate", i + 1, n);
+        crate::cache::calibration::progress("evaluate", i + 1, n);
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {

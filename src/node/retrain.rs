@@ -22,8 +22,7 @@
 //! Under the `exit` policy only misses reach the full detector, so the store sees misses only;
 //! `alert_then_continue` also labels hits when the deadline allows (the audit DESIGN asks for).
 
-use crate::cache::calib::{fit_temperature, T_BOUNDS};
-use crate::cache::calibrate::argmax;
+use crate::cache::calibration::{argmax, fit_temperature, T_BOUNDS};
 use crate::cache::enabled::Exit;
 use crate::cache::head::regrid;
 use crate::cache::store::{MedialStore, Sample, Split};

@@ -1,7 +1,7 @@
 //! The sim harness: replay recorded sequences through the node (`crate::node`) with a detector
 //! and its cache exits, then summarize the run as a report.
 
-use crate::cache::calibrate::{CacheableDetector, ExitsFile};
+use crate::cache::calibration::{CacheableDetector, ExitsFile};
 use crate::cache::enabled::{CacheEnabled, Exit, Resolution};
 use crate::cli::demo::quantile;
 use crate::detect::TeacherTarget;
