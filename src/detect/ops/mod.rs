@@ -3,8 +3,6 @@
 pub mod anchors;
 pub mod boxes;
 pub mod conv;
-mod conv_igemm;
-mod conv_kernels;
 pub mod interp;
 pub mod nms;
 pub mod paste;

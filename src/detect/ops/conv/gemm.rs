@@ -1,4 +1,4 @@
-//! CPU kernels behind [`super::conv::Conv2d`].
+//! The GEMM path: grouped convs, and every dense conv on CPUs without the implicit-GEMM engine.
 //!
 //! GEMM-shaped convolutions are split into tiles of output pixels. Each tile is one task on the
 //! thread pool: gather its input columns (im2col for that tile only, so the buffer stays in
@@ -7,65 +7,8 @@
 //! and apply the activation while the rows are hot. Tiles give both threads independent work
 //! (no fork/join inside the GEMM) and keep the im2col buffer small.
 
-use super::conv::{Activation, ConvSpec};
+use super::spec::{valid_range, ConvSpec, Epilogue, Geometry, OutPtr};
 use rayon::prelude::*;
-
-pub(crate) struct Geometry {
-    pub h: usize,
-    pub w: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub top: usize,
-    pub left: usize,
-}
-
-/// What happens after the GEMM, per output element: `act(acc + residual)`.
-pub(crate) struct Epilogue<'a> {
-    pub act: Activation,
-    /// Same layout as the output image.
-    pub residual: Option<&'a [f32]>,
-}
-
-impl Activation {
-    #[inline]
-    pub(crate) fn apply(self, row: &mut [f32]) {
-        match self {
-            Activation::None => {}
-            Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => row.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        }
-    }
-}
-
-/// A raw output pointer shared by tasks that write disjoint parts of one buffer (column ranges
-/// here, (channel block, tile) cells in the implicit-GEMM engine).
-#[derive(Clone, Copy)]
-pub(crate) struct OutPtr(pub(crate) *mut f32);
-// SAFETY: tasks write disjoint cells of one buffer that outlives them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the whole (Send) wrapper, not the raw field.
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// Range of output columns `o` for which `o * stride + off` lands inside `[0, len)`.
-#[inline]
-pub(crate) fn valid_range(off: isize, stride: usize, len: usize, out_len: usize) -> (usize, usize) {
-    let s = stride as isize;
-    let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-    let hi = if (len as isize) - 1 - off < 0 {
-        0
-    } else {
-        ((len as isize) - 1 - off) / s + 1
-    };
-    let lo = lo.clamp(0, out_len as isize) as usize;
-    let hi = hi.clamp(0, out_len as isize) as usize;
-    (lo, hi.max(lo))
-}
 
 /// Output pixels per tile: enough tasks to keep every thread busy with some slack for balance,
 /// at least 64 columns for GEMM efficiency, and an im2col tile of at most ~1 MB.
@@ -227,70 +170,4 @@ pub(crate) fn gemm_conv(
     } else {
         (0..tasks).into_par_iter().for_each_init(Vec::new, run);
     }
-}
-
-/// Depthwise convolution, computed directly: each output row accumulates `kh * kw` shifted input
-/// rows (contiguous slices at stride 1, so the inner loop vectorises). Planes run in parallel.
-/// `x` and `out` hold whole batches (`[N*C, H, W]`).
-pub(crate) fn depthwise(
-    s: &ConvSpec,
-    g: &Geometry,
-    wt: &[f32],
-    b: &[f32],
-    x: &[f32],
-    out: &mut [f32],
-    epi: &Epilogue,
-) {
-    let (kh, kw) = s.kernel;
-    let c = s.in_channels;
-    let in_plane = g.h * g.w;
-    let out_plane = g.oh * g.ow;
-    out.par_chunks_mut(out_plane)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let ch = p % c;
-            let src = &x[p * in_plane..(p + 1) * in_plane];
-            let filt = &wt[ch * kh * kw..(ch + 1) * kh * kw];
-            let taps: Vec<(isize, usize, usize)> = (0..kw)
-                .map(|j| {
-                    let off = (j * s.dilation) as isize - g.left as isize;
-                    let (lo, hi) = valid_range(off, s.stride, g.w, g.ow);
-                    (off, lo, hi)
-                })
-                .collect();
-            for oy in 0..g.oh {
-                let drow = &mut dst[oy * g.ow..(oy + 1) * g.ow];
-                drow.fill(b[ch]);
-                for i in 0..kh {
-                    let iy = (oy * s.stride + i * s.dilation) as isize - g.top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    let srow = &src[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (j, &(off, lo, hi)) in taps.iter().enumerate() {
-                        let wv = filt[i * kw + j];
-                        if lo >= hi {
-                            continue;
-                        }
-                        if s.stride == 1 {
-                            let start = (lo as isize + off) as usize;
-                            for (d, v) in
-                                drow[lo..hi].iter_mut().zip(&srow[start..start + (hi - lo)])
-                            {
-                                *d += wv * v;
-                            }
-                        } else {
-                            for (o, d) in drow[lo..hi].iter_mut().enumerate() {
-                                *d += wv * srow[(((o + lo) * s.stride) as isize + off) as usize];
-                            }
-                        }
-                    }
-                }
-                if let Some(res) = epi.residual {
-                    let r = &res[p * out_plane + oy * g.ow..p * out_plane + (oy + 1) * g.ow];
-                    drow.iter_mut().zip(r).for_each(|(d, v)| *d += v);
-                }
-                epi.act.apply(drow);
-            }
-        });
 }

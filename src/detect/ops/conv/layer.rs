@@ -1,0 +1,233 @@
+//! [`Conv2d`]: a layer with its weights, and which kernel runs it.
+
+use super::depthwise::depthwise;
+use super::gemm::gemm_conv;
+use super::igemm::{self, PackedWeights};
+use super::op::ResidualConv;
+use super::spec::{Activation, ConvSpec, Epilogue, Geometry};
+use super::stock::depthwise_taps;
+use candle_core::{Result, Tensor};
+
+static STOCK_CANDLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Route every conv through candle's stock `conv2d` (plus separate bias/activation/add ops), for
+/// side-by-side benchmarks of the engine (`pedcache bench backbone --engine candle`).
+pub fn set_stock_candle(on: bool) {
+    STOCK_CANDLE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn stock_candle() -> bool {
+    STOCK_CANDLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A convolution layer with its weights (BN already folded in) and fused epilogue.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub(super) spec: ConvSpec,
+    /// OIHW, as candle expects; used by the non-CPU fallback.
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+    /// The same weights as a flat row-major `[out, in/groups * kh * kw]` matrix for the CPU kernels.
+    pub(super) w: std::sync::Arc<Vec<f32>>,
+    pub(super) b: std::sync::Arc<Vec<f32>>,
+    /// The weights regrouped for the AVX-512 implicit-GEMM kernel, packed once here at load
+    /// (None for grouped convs or CPUs without AVX-512, which take the GEMM path, and for
+    /// weights on other devices).
+    pub(super) packed: Option<std::sync::Arc<PackedWeights>>,
+    /// Depthwise layers with weights off the CPU: per tap `(i, j)`, row `i * kw + j` holds the
+    /// channels' weights, `[kh * kw, channels]` on the weights' device.
+    pub(super) dw_taps: Option<Tensor>,
+}
+
+impl Conv2d {
+    /// `weight` is OIHW `[out, in/groups, kh, kw]`, `bias` is `[out]` (None = zeros).
+    pub fn new(spec: ConvSpec, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (kh, kw) = spec.kernel;
+        if spec.groups == 0
+            || !spec.in_channels.is_multiple_of(spec.groups)
+            || !spec.out_channels.is_multiple_of(spec.groups)
+            || spec.stride == 0
+            || spec.dilation == 0
+            || kh == 0
+            || kw == 0
+        {
+            candle_core::bail!("invalid conv spec {spec:?}");
+        }
+        let expect = [spec.out_channels, spec.in_channels / spec.groups, kh, kw];
+        if weight.dims() != expect {
+            candle_core::bail!(
+                "conv weight has shape {:?}, expected {:?}",
+                weight.dims(),
+                expect
+            );
+        }
+        let bias = match bias {
+            Some(b) => {
+                if b.dims() != [spec.out_channels] {
+                    candle_core::bail!(
+                        "conv bias has shape {:?}, expected [{}]",
+                        b.dims(),
+                        spec.out_channels
+                    );
+                }
+                b
+            }
+            None => Tensor::zeros(spec.out_channels, candle_core::DType::F32, weight.device())?,
+        };
+        let w: Vec<f32> = weight
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        let b: Vec<f32> = bias.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        if let Some(i) = w.iter().chain(b.iter()).position(|v| !v.is_finite()) {
+            candle_core::bail!("conv weights hold a non-finite value (element {i})");
+        }
+        let on_cpu = weight.device().is_cpu();
+        let packed = (spec.groups == 1 && on_cpu && igemm::available()).then(|| {
+            std::sync::Arc::new(PackedWeights::new(
+                &w,
+                spec.out_channels,
+                spec.in_channels * kh * kw,
+            ))
+        });
+        let dw_taps = if on_cpu {
+            None
+        } else {
+            depthwise_taps(&spec, &weight)?
+        };
+        Ok(Self {
+            spec,
+            weight,
+            bias,
+            w: std::sync::Arc::new(w),
+            b: std::sync::Arc::new(b),
+            packed,
+            dw_taps,
+        })
+    }
+
+    /// The same layer without the AVX-512 engine: the GEMM path CPUs without AVX-512 take.
+    #[cfg(test)]
+    pub(super) fn without_engine(mut self) -> Self {
+        self.packed = None;
+        self
+    }
+
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// NCHW in, NCHW out.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && !stock_candle() {
+            let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            x.apply_op1_no_bwd(self)
+        } else if let Some(taps) = &self.dw_taps {
+            self.forward_depthwise_taps(x, taps)
+        } else {
+            self.forward_candle(x)
+        }
+    }
+
+    pub(super) fn run_cpu(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        residual: Option<&[f32]>,
+    ) -> Result<(Vec<f32>, usize, usize)> {
+        let s = &self.spec;
+        let (oh, ow, top, left) = s.geometry(h, w)?;
+        let total = n * s.out_channels * oh * ow;
+        if let Some(r) = residual {
+            if r.len() != total {
+                candle_core::bail!("residual holds {} values, conv output {total}", r.len());
+            }
+        }
+        let in_img = s.in_channels * h * w;
+        let out_img = s.out_channels * oh * ow;
+        let g = Geometry {
+            h,
+            w,
+            oh,
+            ow,
+            top,
+            left,
+        };
+        if let Some(packed) = &self.packed {
+            // The kernel writes every output value exactly once, so the buffer is not zeroed
+            // first (a zeroing pass over a 32 MB layer1 output costs as much as the conv).
+            let mut out: Vec<f32> = Vec::with_capacity(total);
+            let spare = &mut out.spare_capacity_mut()[..total];
+            for (i, (xi, oi)) in x
+                .chunks_exact(in_img)
+                .zip(spare.chunks_exact_mut(out_img))
+                .enumerate()
+            {
+                let residual = residual.map(|r| &r[i * out_img..(i + 1) * out_img]);
+                igemm::conv(s, &g, packed, &self.b, xi, residual, oi);
+            }
+            // SAFETY: igemm::conv initialised all `total` values above.
+            unsafe { out.set_len(total) };
+            return Ok((out, oh, ow));
+        }
+        let mut out = vec![0f32; total];
+        if s.groups == s.in_channels && s.groups == s.out_channels && s.groups > 1 {
+            depthwise(
+                s,
+                &g,
+                &self.w,
+                &self.b,
+                x,
+                &mut out,
+                &Epilogue {
+                    act: s.activation,
+                    residual,
+                },
+            );
+        } else {
+            for (i, (xi, oi)) in x
+                .chunks_exact(in_img)
+                .zip(out.chunks_exact_mut(out_img))
+                .enumerate()
+            {
+                let residual = residual.map(|r| &r[i * out_img..(i + 1) * out_img]);
+                gemm_conv(
+                    s,
+                    &g,
+                    &self.w,
+                    &self.b,
+                    xi,
+                    oi,
+                    &Epilogue {
+                        act: s.activation,
+                        residual,
+                    },
+                );
+            }
+        }
+        Ok((out, oh, ow))
+    }
+
+    /// `act(conv(x) + residual)`: the residual add of a ResNet block fused into the epilogue.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && !stock_candle() {
+            let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            let r = residual.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            x.apply_op2_no_bwd(&r, &ResidualConv(self))
+        } else {
+            let plain = Conv2d {
+                spec: self.spec.activation(Activation::None),
+                ..self.clone()
+            };
+            // Not on the CPU engine: the stock ops (depthwise taps where they apply).
+            let y = (plain.forward(x)? + residual)?;
+            match self.spec.activation {
+                Activation::None => Ok(y),
+                Activation::Relu => y.relu(),
+                Activation::Relu6 => y.clamp(0f32, 6f32),
+            }
+        }
+    }
+}
