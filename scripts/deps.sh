@@ -4,7 +4,8 @@
 #   scripts/deps.sh [EXTRA_PACKAGE...]
 #
 # Always checked: ffmpeg (decodes the demo video), opencv-doc (ships the demo video vtest.avi),
-# and a C toolchain for linking (gcc + libc6-dev, only when `cc` is missing).
+# electric-fence (libefence.so: the guard-page allocator the memory-safety runs preload, see
+# benches/README.md), and a C toolchain for linking (gcc + libc6-dev, only when `cc` is missing).
 # `apt-get update` runs only when something is missing; sudo is used only when not root.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "[deps] $*"; }
 die() { echo "[deps] ERROR: $*" >&2; exit 1; }
 
-wanted=(ffmpeg opencv-doc "$@")
+wanted=(ffmpeg opencv-doc electric-fence "$@")
 command -v cc >/dev/null 2>&1 || wanted+=(gcc libc6-dev)
 
 installed() {

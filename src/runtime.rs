@@ -1,5 +1,5 @@
-//! Process-wide compute settings (thread count) shared by the CLI, tests and benches, and the
-//! compute device the commands run on.
+//! Process-wide compute settings (thread count, CPU kernel path) shared by the CLI, tests and
+//! benches, and the compute device the commands run on.
 
 use std::sync::OnceLock;
 
@@ -58,6 +58,88 @@ fn keep_freed_memory() {
             mallopt(M_TRIM_THRESHOLD, i32::MAX);
         }
     }
+}
+
+/// Which family of CPU conv kernels runs the dense convolutions.
+///
+/// Picked once per process: the best one this CPU runs, or the one `PEDCACHE_KERNELS` names
+/// (`avx512`, `fallback`), so every path can be exercised — and compared — on one machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// The implicit-GEMM engine's AVX-512F micro-kernels.
+    Avx512,
+    /// Tiled im2col + the `gemm` crate, for CPUs without a kernel of ours.
+    Fallback,
+}
+
+impl Kernels {
+    /// Every path, fastest first.
+    pub const ALL: [Kernels; 2] = [Kernels::Avx512, Kernels::Fallback];
+
+    /// The spelling `PEDCACHE_KERNELS` takes and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Avx512 => "avx512",
+            Kernels::Fallback => "fallback",
+        }
+    }
+
+    /// `Err` with the reason when this CPU cannot run the path.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Kernels::Avx512 if !cpu_has_avx512f() => Err("this CPU has no AVX-512F".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The paths this CPU runs, fastest first (the tests iterate over them).
+    pub fn available() -> Vec<Kernels> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| k.check().is_ok())
+            .collect()
+    }
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown kernels {s:?} (avx512 | fallback)"))
+    }
+}
+
+pub(crate) fn cpu_has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The kernel path of this process: `PEDCACHE_KERNELS` if set, else the best available.
+/// `Err` is one line, e.g. `PEDCACHE_KERNELS=avx512: this CPU has no AVX-512F`.
+pub fn kernels() -> Result<Kernels, String> {
+    static KERNELS: OnceLock<Result<Kernels, String>> = OnceLock::new();
+    KERNELS
+        .get_or_init(|| match std::env::var("PEDCACHE_KERNELS") {
+            Ok(v) => {
+                let k: Kernels = v
+                    .parse()
+                    .map_err(|e| format!("PEDCACHE_KERNELS={v}: {e}"))?;
+                k.check()
+                    .map_err(|e| format!("PEDCACHE_KERNELS={v}: {e}"))?;
+                Ok(k)
+            }
+            Err(_) => Ok(Kernels::available()[0]),
+        })
+        .clone()
 }
 
 /// Where the detector and the cache heads run: `cpu`, or `cuda` / `cuda:N` (GPU N, 0 when not
@@ -143,6 +225,16 @@ mod tests {
         }
         assert!(device("cpu").unwrap().is_cpu());
         assert!(device("tpu").is_err());
+    }
+
+    #[test]
+    fn kernel_names_round_trip_and_fallback_is_always_there() {
+        for k in Kernels::ALL {
+            assert_eq!(k.name().parse::<Kernels>(), Ok(k));
+        }
+        assert!("sse".parse::<Kernels>().is_err());
+        assert_eq!(Kernels::available().last(), Some(&Kernels::Fallback));
+        assert_eq!(Kernels::Avx512.check().is_ok(), cpu_has_avx512f());
     }
 
     #[test]

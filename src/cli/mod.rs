@@ -55,6 +55,7 @@ pub enum Command {
 /// Run one command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     crate::runtime::init_threads(cli.threads);
+    crate::runtime::kernels().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Detect(a) => detect::run(a),
         Command::ConvertTf(a) => convert::run(a),

@@ -90,11 +90,30 @@ pub(crate) fn gemm_conv(
     let cin_g = s.in_channels / s.groups;
     let cout_g = s.out_channels / s.groups;
     let k = cin_g * kh * kw;
-    // A stride-1 1x1 conv without padding reads its input in place: rows of `x` are the columns.
-    let in_place =
-        (kh, kw) == (1, 1) && s.stride == 1 && g.top == 0 && g.left == 0 && s.groups == 1;
-    let pointwise_strided =
-        (kh, kw) == (1, 1) && g.top == 0 && g.left == 0 && s.groups == 1 && !in_place;
+    // The raw-pointer writes and the GEMM's reads below rely on these sizes.
+    assert!(
+        Geometry::of(s, g.h, g.w).ok().as_ref() == Some(g),
+        "gemm conv: geometry {g:?} is not that of {s:?}"
+    );
+    assert_eq!(x.len(), s.in_channels * g.h * g.w, "gemm conv: input size");
+    assert_eq!(out.len(), s.out_channels * plane, "gemm conv: output size");
+    assert_eq!(wt.len(), s.out_channels * k, "gemm conv: weight size");
+    assert_eq!(bias.len(), s.out_channels, "gemm conv: bias size");
+    if let Some(r) = epi.residual {
+        assert_eq!(r.len(), s.out_channels * plane, "gemm conv: residual size");
+    }
+    // A stride-1 1x1 conv whose output is its input's size without padding reads its input in
+    // place: row `c` of `x` is row `c` of the GEMM's right-hand side, `plane` values apart. Any
+    // pad (also only at the bottom or right) changes the plane and goes through im2col.
+    let pointwise = (kh, kw) == (1, 1) && s.groups == 1;
+    let in_place = pointwise && s.stride == 1 && g.same_size_unpadded();
+    // Strided 1x1 without padding: every output pixel samples a pixel inside the input.
+    let pointwise_strided = pointwise
+        && !in_place
+        && g.top == 0
+        && g.left == 0
+        && (g.oh - 1) * s.stride < g.h
+        && (g.ow - 1) * s.stride < g.w;
     let threads = crate::runtime::threads();
     let t = tile_columns(plane, k, threads);
     let tiles = plane.div_ceil(t);
@@ -122,8 +141,10 @@ pub(crate) fn gemm_conv(
             (buf.as_ptr(), tn as isize)
         };
         let row0 = grp * cout_g;
-        // SAFETY: this task owns columns [c0, c0+tn) of rows [row0, row0+cout_g); no other task
-        // touches them, and the buffer lives until the parallel loop returns.
+        // SAFETY: `out` holds `s.out_channels * plane` values (checked above), so row
+        // `row0 + r < s.out_channels`, columns `c0..c0 + tn <= plane`, is inside it; this task
+        // owns those columns of rows `row0..row0 + cout_g`, no other task touches them, and the
+        // buffer lives until the parallel loop returns.
         let rows = |r: usize| unsafe {
             std::slice::from_raw_parts_mut(out_ptr.get().add((row0 + r) * plane + c0), tn)
         };
@@ -131,8 +152,10 @@ pub(crate) fn gemm_conv(
             rows(r).fill(bias[row0 + r]);
         }
         let wg = &wt[grp * cout_g * k..(grp + 1) * cout_g * k];
-        // SAFETY: dst/lhs/rhs describe dense or row-strided matrices inside live buffers of the
-        // sizes computed above.
+        // SAFETY: dst is `cout_g x tn` at row stride `plane` inside `out` (as for `rows`); lhs is
+        // `wg`, `cout_g x k` dense; rhs is `k x tn`: in place, rows `0..cin` of `x` from column
+        // `c0`, `plane` apart, ending at `(cin - 1) * plane + c0 + tn <= cin * h * w = x.len()`
+        // because `plane == h * w` there; otherwise the `k * tn` values just written to `buf`.
         unsafe {
             gemm::gemm(
                 cout_g,

@@ -3,9 +3,11 @@
 use super::depthwise::depthwise;
 use super::gemm::gemm_conv;
 use super::igemm::{self, PackedWeights};
+use super::isa::Avx512;
 use super::op::ResidualConv;
 use super::spec::{Activation, ConvSpec, Epilogue, Geometry};
 use super::stock::depthwise_taps;
+use crate::runtime::Kernels;
 use candle_core::{Result, Tensor};
 
 static STOCK_CANDLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -40,8 +42,24 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// `weight` is OIHW `[out, in/groups, kh, kw]`, `bias` is `[out]` (None = zeros).
+    /// `weight` is OIHW `[out, in/groups, kh, kw]`, `bias` is `[out]` (None = zeros). CPU
+    /// layers run this process's kernel path ([`crate::runtime::kernels`]).
     pub fn new(spec: ConvSpec, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let kernels = crate::runtime::kernels().map_err(candle_core::Error::msg)?;
+        Self::with_kernels(spec, weight, bias, kernels)
+    }
+
+    /// [`Conv2d::new`] on a given kernel path (`Err` if this CPU cannot run it), so tests and
+    /// benchmarks can compare paths in one process.
+    pub fn with_kernels(
+        spec: ConvSpec,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        kernels: Kernels,
+    ) -> Result<Self> {
+        kernels
+            .check()
+            .map_err(|e| candle_core::Error::msg(format!("kernels {}: {e}", kernels.name())))?;
         let (kh, kw) = spec.kernel;
         if spec.groups == 0
             || !spec.in_channels.is_multiple_of(spec.groups)
@@ -83,8 +101,15 @@ impl Conv2d {
             candle_core::bail!("conv weights hold a non-finite value (element {i})");
         }
         let on_cpu = weight.device().is_cpu();
-        let packed = (spec.groups == 1 && on_cpu && igemm::available()).then(|| {
+        // Dense CPU layers on a path of ours get packed weights, which carry the proof that the
+        // CPU runs their kernels; everything else takes the GEMM or depthwise kernels.
+        let isa = match kernels {
+            Kernels::Avx512 => Avx512::detect(),
+            Kernels::Fallback => None,
+        };
+        let packed = isa.filter(|_| spec.groups == 1 && on_cpu).map(|isa| {
             std::sync::Arc::new(PackedWeights::new(
+                isa,
                 &w,
                 spec.out_channels,
                 spec.in_channels * kh * kw,
@@ -106,15 +131,18 @@ impl Conv2d {
         })
     }
 
-    /// The same layer without the AVX-512 engine: the GEMM path CPUs without AVX-512 take.
-    #[cfg(test)]
-    pub(super) fn without_engine(mut self) -> Self {
-        self.packed = None;
-        self
-    }
-
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
+    }
+
+    /// The OIHW weights as given (BN folded in).
+    pub fn weight_tensor(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The `[out]` bias (zeros when none was given).
+    pub fn bias_tensor(&self) -> &Tensor {
+        &self.bias
     }
 
     /// NCHW in, NCHW out.
@@ -138,7 +166,15 @@ impl Conv2d {
         residual: Option<&[f32]>,
     ) -> Result<(Vec<f32>, usize, usize)> {
         let s = &self.spec;
-        let (oh, ow, top, left) = s.geometry(h, w)?;
+        let g = Geometry::of(s, h, w)?;
+        let (oh, ow) = (g.oh, g.ow);
+        if x.len() != n * s.in_channels * h * w {
+            candle_core::bail!(
+                "conv input holds {} values, not {n}x{}x{h}x{w}",
+                x.len(),
+                s.in_channels
+            );
+        }
         let total = n * s.out_channels * oh * ow;
         if let Some(r) = residual {
             if r.len() != total {
@@ -147,14 +183,6 @@ impl Conv2d {
         }
         let in_img = s.in_channels * h * w;
         let out_img = s.out_channels * oh * ow;
-        let g = Geometry {
-            h,
-            w,
-            oh,
-            ow,
-            top,
-            left,
-        };
         if let Some(packed) = &self.packed {
             // The kernel writes every output value exactly once, so the buffer is not zeroed
             // first (a zeroing pass over a 32 MB layer1 output costs as much as the conv).
@@ -168,7 +196,8 @@ impl Conv2d {
                 let residual = residual.map(|r| &r[i * out_img..(i + 1) * out_img]);
                 igemm::conv(s, &g, packed, &self.b, xi, residual, oi);
             }
-            // SAFETY: igemm::conv initialised all `total` values above.
+            // SAFETY: `x` holds exactly `n` images (checked above), so the loop ran once per
+            // image over all `n` output chunks, and igemm::conv writes every value of its chunk.
             unsafe { out.set_len(total) };
             return Ok((out, oh, ow));
         }

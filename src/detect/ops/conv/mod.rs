@@ -21,6 +21,7 @@
 mod depthwise;
 mod gemm;
 mod igemm;
+mod isa;
 mod layer;
 mod op;
 pub mod spec;

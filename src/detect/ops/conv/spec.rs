@@ -131,6 +131,9 @@ impl ConvSpec {
 }
 
 /// One call's resolved sizes: input `h x w`, output `oh x ow`, leading pads `top`, `left`.
+/// Made by [`Geometry::of`]; the kernels' bounds arguments rest on the sizes agreeing with the
+/// layer's spec, so their safe entry points check `g == Geometry::of(spec, g.h, g.w)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
     pub h: usize,
     pub w: usize,
@@ -138,6 +141,27 @@ pub(crate) struct Geometry {
     pub ow: usize,
     pub top: usize,
     pub left: usize,
+}
+
+impl Geometry {
+    /// `spec` on an `h x w` input.
+    pub(crate) fn of(spec: &ConvSpec, h: usize, w: usize) -> Result<Self> {
+        let (oh, ow, top, left) = spec.geometry(h, w)?;
+        Ok(Self {
+            h,
+            w,
+            oh,
+            ow,
+            top,
+            left,
+        })
+    }
+
+    /// Whether the output has the input's size and no leading pad: then (for a stride-1 1x1
+    /// conv) output pixel `p` reads input pixel `p`, and the input can be read in place.
+    pub(crate) fn same_size_unpadded(&self) -> bool {
+        self.top == 0 && self.left == 0 && self.oh == self.h && self.ow == self.w
+    }
 }
 
 /// What happens after the GEMM, per output element: `act(acc + residual)`.

@@ -1,6 +1,7 @@
 //! The CPU kernels against candle's stock `conv2d` (the reference), over odd shapes.
 
 use super::*;
+use crate::runtime::Kernels;
 use candle_core::{Device, Tensor};
 
 fn rand(shape: &[usize], seed: u64) -> Tensor {
@@ -37,17 +38,17 @@ fn check(spec: ConvSpec, n: usize, h: usize, w: usize, seed: u64) {
         seed,
     );
     let b = rand(&[spec.out_channels], seed + 1);
-    let conv = Conv2d::new(spec, wt, Some(b)).expect("conv");
     let x = rand(&[n, spec.in_channels, h, w], seed + 2);
-    let reference = conv.forward_candle(&x).expect("candle");
-    let fallback = conv.clone().without_engine();
-    for (path, conv) in [("engine", &conv), ("gemm fallback", &fallback)] {
+    for path in Kernels::available() {
+        let conv = Conv2d::with_kernels(spec, wt.clone(), Some(b.clone()), path).expect("conv");
+        let reference = conv.forward_candle(&x).expect("candle");
         let ours = conv.forward(&x).expect("ours");
         assert_eq!(ours.dims(), reference.dims(), "{spec:?} on {h}x{w}");
         let e = max_rel_err(&ours, &reference);
         assert!(
             e <= 1e-4,
-            "{path}: {spec:?} on {n}x{h}x{w}: max rel err {e}"
+            "{}: {spec:?} on {n}x{h}x{w}: max rel err {e}",
+            path.name()
         );
     }
 }

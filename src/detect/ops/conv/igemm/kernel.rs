@@ -1,5 +1,6 @@
 //! The AVX-512 micro-kernel: an `MR x NR` register tile over the whole `K`.
 
+use super::super::isa::Avx512;
 use super::super::spec::Activation;
 use super::MR;
 #[cfg(target_arch = "x86_64")]
@@ -25,11 +26,15 @@ pub(super) struct Tile<'a> {
 /// `MR x NR` outputs accumulated over all `k` taps in registers, then the epilogue.
 ///
 /// # Safety
-/// AVX-512F present; `a` holds `k * MR` packed weights; for every tap `b + offs[kk]` plus the
-/// lanes set in `load` lies inside the input; `t` describes writable rows.
+/// `a` holds `k * MR` packed weights and `offs` `k` offsets; for every tap `kk`, the floats at
+/// `b + offs[kk] + l` are readable for every lane `l` set in `load` (all `16 * NV` lanes when
+/// `!TAIL`); `t.bias` holds `t.rows` values, and every lane `t.segs` selects is a writable
+/// `t.out` (readable `t.res`, when not null) index, `t.plane` apart for each of the `t.rows`
+/// rows. The CPU feature is proven by the `Avx512` argument.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn kernel<const NV: usize, const TAIL: bool>(
+    _cpu: Avx512,
     k: usize,
     a: *const f32,
     b: *const f32,

@@ -53,7 +53,7 @@ impl Layout {
             hq: g.oh + ey,
             wq: g.ow + ex,
             phases,
-            identity: identity && g.ow == g.w && g.oh == g.h,
+            identity: identity && g.same_size_unpadded(),
         }
     }
 

@@ -22,14 +22,19 @@ mod pack;
 
 use self::kernel::{kernel, lane_mask, Tile};
 use self::layout::Layout;
+use super::isa::Avx512;
 use super::spec::{Activation, ConvSpec, Geometry, OutPtr};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub(crate) use self::pack::{available, PackedWeights, MR, NR};
+pub(crate) use self::pack::{PackedWeights, MR, NR};
 
-/// One image: `x` is `[Cin, H, W]`; returns `[Cout, OH, OW]`.
+/// One image: `x` is `[Cin, H, W]`; writes every value of `out`, `[Cout, OH, OW]`.
+///
+/// Safe to call with anything: the sizes the kernels' pointer arithmetic relies on are checked
+/// here (panicking on a mismatch, like a slice index), and holding `wt` proves the CPU runs
+/// AVX-512F ([`PackedWeights`] is only made with that proof).
 pub(crate) fn conv(
     spec: &ConvSpec,
     g: &Geometry,
@@ -39,6 +44,24 @@ pub(crate) fn conv(
     residual: Option<&[f32]>,
     out: &mut [std::mem::MaybeUninit<f32>],
 ) {
+    let (kh, kw) = spec.kernel;
+    assert!(
+        spec.groups == 1 && Geometry::of(spec, g.h, g.w).ok().as_ref() == Some(g),
+        "igemm: geometry {g:?} is not that of {spec:?}"
+    );
+    let m = wt.m;
+    assert!(
+        m == spec.out_channels && wt.k == spec.in_channels * kh * kw,
+        "igemm: {m}x{} packed weights for {spec:?}",
+        wt.k
+    );
+    let plane_out = g.oh * g.ow;
+    assert_eq!(x.len(), spec.in_channels * g.h * g.w, "igemm: input size");
+    assert_eq!(out.len(), m * plane_out, "igemm: output size");
+    assert_eq!(bias.len(), m, "igemm: bias size");
+    if let Some(r) = residual {
+        assert_eq!(r.len(), m * plane_out, "igemm: residual size");
+    }
     let lay = Layout::new(spec, g);
     let offs = lay.offsets(spec, g);
     let owned;
@@ -48,8 +71,18 @@ pub(crate) fn conv(
         owned = lay.build(x, spec.in_channels, g);
         &owned
     };
-    let m = wt.m;
-    let padded = g.oh * lay.wq;
+    // Padded pixels `p = oy * wq + ox` run up to the last output pixel only, not over the last
+    // row's pad columns: there, taps that reach right of the last column (`ox + off > ...`)
+    // would read past the end of the last plane (by `wq - ow` floats for a 3x3 at stride 1).
+    let padded = (g.oh - 1) * lay.wq + g.ow;
+    // What every kernel read relies on: a tile's lanes `p0..p0 + lanes` lie in `0..padded`, and
+    // each reads `input[p + offs[k]]`, so the largest offset must keep `padded - 1` inside.
+    let reach = offs.iter().max().map_or(0, |&o| o + padded);
+    assert!(
+        reach <= input.len(),
+        "igemm: taps reach {reach} of a {}-value input",
+        input.len()
+    );
     let tiles = padded.div_ceil(NR);
     let blocks = m.div_ceil(MR);
     let threads = crate::runtime::threads().max(1);
@@ -68,11 +101,12 @@ pub(crate) fn conv(
     let pack = lay.identity && wt.k <= 1024;
     let panel_offs: Vec<usize> = (0..wt.k).map(|k| k * NR).collect();
     let job = Job {
+        isa: wt.isa,
         k: wt.k,
         m,
         wq: lay.wq,
         ow: g.ow,
-        plane_out: g.oh * g.ow,
+        plane_out,
         padded,
         act: spec.activation,
         offs: &offs,
@@ -114,7 +148,10 @@ pub(crate) fn conv(
                             Source::Input
                         };
                         let (seg, n) = &segs[i];
-                        // SAFETY: (tile t, block b) cells are written by this task only.
+                        // SAFETY: `out` holds `m * plane_out` values (checked above) and lives
+                        // until this loop returns; (tile t, block b) is this task's cell alone
+                        // (tasks split tiles and blocks into disjoint ranges), `t < tiles` and
+                        // `b < blocks`, and `seg` is `job.segments(t * NR)`.
                         unsafe { job.tile(t * NR, b * MR, &src, &seg[..*n], out_ptr.get()) };
                     }
                 }
@@ -134,6 +171,7 @@ enum Source<'a> {
 
 /// Everything a micro-tile needs, shared read-only by all tasks of one call.
 struct Job<'a> {
+    isa: Avx512,
     k: usize,
     m: usize,
     wq: usize,
@@ -194,7 +232,10 @@ impl Job<'_> {
     }
 
     /// # Safety
-    /// `out` holds `m * plane_out` values; no other task writes rows `m0..m0+MR` of this tile.
+    /// `out` holds `m * plane_out` values; `p0 < padded` and `m0 < m` are multiples of `NR` and
+    /// `MR`; `segs` are `self.segments(p0)`; `src` is `Source::Input`, or the panel
+    /// `self.pack(p0, ..)` filled; no other task writes rows `m0..m0+MR` of this tile meanwhile.
+    /// The checks in [`conv`] hold (they bound every input read by `input.len()`).
     unsafe fn tile(
         &self,
         p0: usize,
@@ -206,6 +247,7 @@ impl Job<'_> {
         #[cfg(target_arch = "x86_64")]
         {
             let rows = (self.m - m0).min(MR);
+            // In bounds: the packed weights hold ceil(m / MR) panels of k * MR values.
             let a = self.weights.as_ptr().add((m0 / MR) * self.k * MR);
             let t = Tile {
                 rows,
@@ -230,13 +272,20 @@ impl Job<'_> {
                 ),
             };
             let load = lane_mask(0, lanes);
+            // SAFETY (for each arm): `self.isa` proves AVX-512F. `a` holds `k * MR` weights.
+            // Input reads: lane `l < lanes` of tap `kk` reads `b + offs[kk] + l`, i.e.
+            // `input[p0 + l + offs[kk]]` with `p0 + l < padded`, inside `input` by the reach
+            // check in `conv` (full-vector arms only run when `lanes` is a multiple of 16, so
+            // they read no lane past `lanes`); panel reads stay in the `k * NR` panel. Stores
+            // and residual loads go through `segs`: lanes of valid output pixels `(oy, ox)`,
+            // `oy < oh`, `ox < ow`, of rows `m0..m0 + rows`, all inside `out` / `residual`.
             match (lanes.div_ceil(16), tail) {
-                (3, false) => kernel::<3, false>(self.k, a, b, offs, load, &t),
-                (3, true) => kernel::<3, true>(self.k, a, b, offs, load, &t),
-                (2, false) => kernel::<2, false>(self.k, a, b, offs, load, &t),
-                (2, true) => kernel::<2, true>(self.k, a, b, offs, load, &t),
-                (_, false) => kernel::<1, false>(self.k, a, b, offs, load, &t),
-                (_, true) => kernel::<1, true>(self.k, a, b, offs, load, &t),
+                (3, false) => kernel::<3, false>(self.isa, self.k, a, b, offs, load, &t),
+                (3, true) => kernel::<3, true>(self.isa, self.k, a, b, offs, load, &t),
+                (2, false) => kernel::<2, false>(self.isa, self.k, a, b, offs, load, &t),
+                (2, true) => kernel::<2, true>(self.isa, self.k, a, b, offs, load, &t),
+                (_, false) => kernel::<1, false>(self.isa, self.k, a, b, offs, load, &t),
+                (_, true) => kernel::<1, true>(self.isa, self.k, a, b, offs, load, &t),
             }
         }
     }

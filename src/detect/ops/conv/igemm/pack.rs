@@ -1,35 +1,33 @@
 //! Weights packed once at load for the micro-kernel.
 
+use super::super::isa::Avx512;
+
 /// Output channels per micro-tile (divides every ResNet/MobileNet width we run).
 pub(crate) const MR: usize = 8;
 /// Padded pixels per tile: three 16-lane vectors, so an 8x48 tile keeps 24 accumulators in
 /// the 32 vector registers.
 pub(crate) const NR: usize = 48;
 
-/// Whether this CPU runs the engine (checked once; otherwise the caller keeps its GEMM path).
-pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVX512.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// `[M, K]` weights regrouped as `[ceil(M/MR)][K][MR]` (missing rows zero), so the kernel reads
-/// one contiguous run of `MR` values per tap.
+/// one contiguous run of `MR` values per tap. Holds the proof that the CPU runs the kernels
+/// that read it, so whoever has packed weights may run them.
 #[derive(Debug)]
 pub(crate) struct PackedWeights {
+    pub(super) isa: Avx512,
     pub(super) m: usize,
     pub(super) k: usize,
     pub(super) data: Vec<f32>,
 }
 
 impl PackedWeights {
-    pub(crate) fn new(w: &[f32], m: usize, k: usize) -> Self {
+    /// `w` is row-major `[m, k]`.
+    pub(crate) fn new(isa: Avx512, w: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            m * k,
+            "packing {m}x{k} weights from {} values",
+            w.len()
+        );
         let blocks = m.div_ceil(MR);
         let mut data = vec![0f32; blocks * k * MR];
         for (row, src) in w.chunks_exact(k).enumerate().take(m) {
@@ -39,6 +37,6 @@ impl PackedWeights {
                 panel[kk * MR + i] = v;
             }
         }
-        Self { m, k, data }
+        Self { isa, m, k, data }
     }
 }
