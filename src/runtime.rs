@@ -63,24 +63,27 @@ fn keep_freed_memory() {
 /// Which family of CPU conv kernels runs the dense convolutions.
 ///
 /// Picked once per process: the best one this CPU runs, or the one `PEDCACHE_KERNELS` names
-/// (`avx512`, `fallback`), so every path can be exercised — and compared — on one machine.
+/// (`avx512`, `avx2`, `fallback`), so every path can be exercised — and compared — on one machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
-    /// The implicit-GEMM engine's AVX-512F micro-kernels.
+    /// The implicit-GEMM and Winograd engines' AVX-512F micro-kernels.
     Avx512,
+    /// The same engines with AVX2 + FMA micro-kernels (8-lane vectors, 16 registers).
+    Avx2,
     /// Tiled im2col + the `gemm` crate, for CPUs without a kernel of ours.
     Fallback,
 }
 
 impl Kernels {
     /// Every path, fastest first.
-    pub const ALL: [Kernels; 2] = [Kernels::Avx512, Kernels::Fallback];
+    pub const ALL: [Kernels; 3] = [Kernels::Avx512, Kernels::Avx2, Kernels::Fallback];
 
     /// The spelling `PEDCACHE_KERNELS` takes and reports use.
     pub fn name(self) -> &'static str {
         match self {
             Kernels::Avx512 => "avx512",
+            Kernels::Avx2 => "avx2",
             Kernels::Fallback => "fallback",
         }
     }
@@ -89,6 +92,7 @@ impl Kernels {
     pub fn check(self) -> Result<(), String> {
         match self {
             Kernels::Avx512 if !cpu_has_avx512f() => Err("this CPU has no AVX-512F".into()),
+            Kernels::Avx2 if !cpu_has_avx2_fma() => Err("this CPU has no AVX2+FMA".into()),
             _ => Ok(()),
         }
     }
@@ -108,7 +112,7 @@ impl std::str::FromStr for Kernels {
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown kernels {s:?} (avx512 | fallback)"))
+            .ok_or_else(|| format!("unknown kernels {s:?} (avx512 | avx2 | fallback)"))
     }
 }
 
@@ -116,6 +120,17 @@ pub(crate) fn cpu_has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+pub(crate) fn cpu_has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -235,6 +250,7 @@ mod tests {
         assert!("sse".parse::<Kernels>().is_err());
         assert_eq!(Kernels::available().last(), Some(&Kernels::Fallback));
         assert_eq!(Kernels::Avx512.check().is_ok(), cpu_has_avx512f());
+        assert_eq!(Kernels::Avx2.check().is_ok(), cpu_has_avx2_fma());
     }
 
     #[test]

@@ -14,6 +14,14 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// The ResNet50 body of the Mask R-CNN backbone.
     Backbone(BackboneArgs),
+    /// Write the deterministic Mask R-CNN stand-in weights (hash variant, what `bench backbone`
+    /// and `replay --standin-weights` use) as a `.safetensors` state dict, so commands that take
+    /// `--weights FILE` (`detect`) can run the full-size model without torchvision's file.
+    #[command(hide = true)]
+    StandinWeights {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -67,7 +75,17 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
-    let BenchCommand::Backbone(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Backbone(a) => a,
+        BenchCommand::StandinWeights { out } => {
+            let arch = resnet50_fpn_arch();
+            let sd = state_dict(&arch, Variant::Hash, &Device::Cpu)?;
+            candle_core::safetensors::save(&sd, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} tensors to {}", sd.len(), out.display());
+            return Ok(0);
+        }
+    };
     let (h, w) = parse_size(&a.size)?;
     let dev = Device::Cpu;
     let model = match &a.weights {

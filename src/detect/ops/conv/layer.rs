@@ -3,7 +3,7 @@
 use super::depthwise::depthwise;
 use super::gemm::gemm_conv;
 use super::igemm::{self, PackedWeights};
-use super::isa::Avx512;
+use super::isa::Isa;
 use super::op::ResidualConv;
 use super::spec::{Activation, ConvSpec, Epilogue, Geometry};
 use super::stock::depthwise_taps;
@@ -103,10 +103,7 @@ impl Conv2d {
         let on_cpu = weight.device().is_cpu();
         // Dense CPU layers on a path of ours get packed weights, which carry the proof that the
         // CPU runs their kernels; everything else takes the GEMM or depthwise kernels.
-        let isa = match kernels {
-            Kernels::Avx512 => Avx512::detect(),
-            Kernels::Fallback => None,
-        };
+        let isa = Isa::for_kernels(kernels);
         let packed = isa.filter(|_| spec.groups == 1 && on_cpu).map(|isa| {
             std::sync::Arc::new(PackedWeights::new(
                 isa,

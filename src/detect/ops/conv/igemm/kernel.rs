@@ -1,29 +1,58 @@
-//! The AVX-512 micro-kernel: an `MR x NR` register tile over the whole `K`.
+//! The AVX-512 micro-kernel: an `MR x 48` register tile over the whole `K`.
 
 use super::super::isa::Avx512;
 use super::super::spec::Activation;
-use super::MR;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+/// Output channels per register tile (`Isa::mr` for AVX-512).
+const MR: usize = 8;
+
 /// Bits `lo..hi` set.
-pub(super) fn lane_mask(lo: usize, hi: usize) -> u64 {
+pub(crate) fn lane_mask(lo: usize, hi: usize) -> u64 {
     let upto = |n: usize| if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
     upto(hi) & !upto(lo)
 }
 
 /// Where a micro-tile's results go.
-pub(super) struct Tile<'a> {
-    pub(super) rows: usize,
-    pub(super) bias: *const f32,
-    pub(super) out: *mut f32,
-    pub(super) res: *const f32,
-    pub(super) plane: usize,
-    pub(super) act: Activation,
-    pub(super) segs: &'a [(u64, isize)],
+pub(crate) struct Tile<'a> {
+    pub(crate) rows: usize,
+    pub(crate) bias: *const f32,
+    pub(crate) out: *mut f32,
+    pub(crate) res: *const f32,
+    pub(crate) plane: usize,
+    pub(crate) act: Activation,
+    pub(crate) segs: &'a [(u64, isize)],
 }
 
-/// `MR x NR` outputs accumulated over all `k` taps in registers, then the epilogue.
+/// Run the kernel variant for `nv` vectors (1..=3), masked loads when `tail`.
+///
+/// # Safety
+/// As [`kernel`].
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn run(
+    cpu: Avx512,
+    nv: usize,
+    tail: bool,
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    load: u64,
+    t: &Tile,
+) {
+    #[cfg(target_arch = "x86_64")]
+    match (nv, tail) {
+        (3, false) => kernel::<3, false>(cpu, k, a, b, offs, load, t),
+        (3, true) => kernel::<3, true>(cpu, k, a, b, offs, load, t),
+        (2, false) => kernel::<2, false>(cpu, k, a, b, offs, load, t),
+        (2, true) => kernel::<2, true>(cpu, k, a, b, offs, load, t),
+        (_, false) => kernel::<1, false>(cpu, k, a, b, offs, load, t),
+        (_, true) => kernel::<1, true>(cpu, k, a, b, offs, load, t),
+    }
+}
+
+/// `MR x 16 NV` outputs accumulated over all `k` taps in registers, then the epilogue.
 ///
 /// # Safety
 /// `a` holds `k * MR` packed weights and `offs` `k` offsets; for every tap `kk`, the floats at
@@ -33,7 +62,7 @@ pub(super) struct Tile<'a> {
 /// rows. The CPU feature is proven by the `Avx512` argument.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn kernel<const NV: usize, const TAIL: bool>(
+unsafe fn kernel<const NV: usize, const TAIL: bool>(
     _cpu: Avx512,
     k: usize,
     a: *const f32,

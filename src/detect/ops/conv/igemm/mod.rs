@@ -1,4 +1,4 @@
-//! Implicit-GEMM convolution on AVX-512: weights packed once at load, no im2col buffer.
+//! Implicit-GEMM convolution on AVX-512 or AVX2: weights packed once at load, no im2col buffer.
 //!
 //! A conv is `out[m, p] = sum_k A[m, k] * B[k, p]` with `k = (ci, ky, kx)`. Instead of copying
 //! `B` (im2col), the input is rearranged once per call into a *phase-split, padded* image:
@@ -15,20 +15,27 @@
 //! whole `K` in registers (no partial sums written back), then bias, residual and activation
 //! applied on the registers and stored once. Tasks are contiguous tile ranges (and channel
 //! ranges when there are few tiles) handed to the rayon pool, so threads share nothing.
+//!
+//! The register tile depends on the instruction set ([`Isa::mr`] x [`Isa::nr`]: 8x48 with
+//! AVX-512, 4x24 with AVX2); the driver is the same for both.
 
 mod kernel;
+mod kernel_avx2;
 mod layout;
 mod pack;
 
-use self::kernel::{kernel, lane_mask, Tile};
+pub(crate) use self::kernel::{lane_mask, Tile};
 use self::layout::Layout;
-use super::isa::Avx512;
+use super::isa::Isa;
 use super::spec::{Activation, ConvSpec, Geometry, OutPtr};
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-pub(crate) use self::pack::{PackedWeights, MR, NR};
+pub(crate) use self::pack::PackedWeights;
+
+/// The widest register tile of any instruction set (AVX-512's 48 pixels).
+const MAX_NR: usize = 48;
 
 /// One image: `x` is `[Cin, H, W]`; writes every value of `out`, `[Cout, OH, OW]`.
 ///
@@ -83,8 +90,9 @@ pub(crate) fn conv(
         "igemm: taps reach {reach} of a {}-value input",
         input.len()
     );
-    let tiles = padded.div_ceil(NR);
-    let blocks = m.div_ceil(MR);
+    let (mr, nr) = (wt.isa.mr(), wt.isa.nr());
+    let tiles = padded.div_ceil(nr);
+    let blocks = m.div_ceil(mr);
     let threads = crate::runtime::threads().max(1);
     // Enough tasks for balance; split channel blocks too when the image has few tiles.
     let want = 8 * threads;
@@ -99,9 +107,11 @@ pub(crate) fn conv(
     // apart at 512x1024): copying the tile's K rows into one contiguous panel first turns
     // those conflict misses into a single streaming read. Bounded so the panel stays in L2.
     let pack = lay.identity && wt.k <= 1024;
-    let panel_offs: Vec<usize> = (0..wt.k).map(|k| k * NR).collect();
+    let panel_offs: Vec<usize> = (0..wt.k).map(|k| k * nr).collect();
     let job = Job {
         isa: wt.isa,
+        mr,
+        nr,
         k: wt.k,
         m,
         wq: lay.wq,
@@ -120,7 +130,7 @@ pub(crate) fn conv(
     // back, so the weights stay in L1 and each output row is written as one long stream
     // instead of a few lines per tile (rows 128 KB apart share cache sets). The run's `B`
     // values (panels or input rows) are sized to stay in L2.
-    let run_len = ((256 << 10) / (wt.k * NR * 4)).clamp(1, 16);
+    let run_len = ((256 << 10) / (wt.k * nr * 4)).clamp(1, 16);
     (0..tile_tasks * block_tasks).into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
         |(panels, segs), task| {
@@ -132,18 +142,18 @@ pub(crate) fn conv(
                 let run = t0..(t0 + run_len).min(t_end);
                 segs.clear();
                 for t in run.clone() {
-                    segs.push(job.segments(t * NR));
+                    segs.push(job.segments(t * nr));
                 }
                 if pack {
-                    panels.resize(run.len() * job.k * NR, 0.0);
-                    for (t, panel) in run.clone().zip(panels.chunks_exact_mut(job.k * NR)) {
-                        job.pack(t * NR, panel);
+                    panels.resize(run.len() * job.k * nr, 0.0);
+                    for (t, panel) in run.clone().zip(panels.chunks_exact_mut(job.k * nr)) {
+                        job.pack(t * nr, panel);
                     }
                 }
                 for b in b_range.clone() {
                     for (i, t) in run.clone().enumerate() {
                         let src = if pack {
-                            Source::Panel(&panels[i * job.k * NR..(i + 1) * job.k * NR])
+                            Source::Panel(&panels[i * job.k * nr..(i + 1) * job.k * nr])
                         } else {
                             Source::Input
                         };
@@ -151,8 +161,8 @@ pub(crate) fn conv(
                         // SAFETY: `out` holds `m * plane_out` values (checked above) and lives
                         // until this loop returns; (tile t, block b) is this task's cell alone
                         // (tasks split tiles and blocks into disjoint ranges), `t < tiles` and
-                        // `b < blocks`, and `seg` is `job.segments(t * NR)`.
-                        unsafe { job.tile(t * NR, b * MR, &src, &seg[..*n], out_ptr.get()) };
+                        // `b < blocks`, and `seg` is `job.segments(t * nr)`.
+                        unsafe { job.tile(t * nr, b * mr, &src, &seg[..*n], out_ptr.get()) };
                     }
                 }
                 t0 = run.end;
@@ -165,13 +175,15 @@ pub(crate) fn conv(
 enum Source<'a> {
     /// The (phase-split) input, at `p0 + offs[k]`.
     Input,
-    /// A contiguous `[K][NR]` copy made for this tile.
+    /// A contiguous `[K][nr]` copy made for this tile.
     Panel(&'a [f32]),
 }
 
 /// Everything a micro-tile needs, shared read-only by all tasks of one call.
 struct Job<'a> {
-    isa: Avx512,
+    isa: Isa,
+    mr: usize,
+    nr: usize,
     k: usize,
     m: usize,
     wq: usize,
@@ -180,7 +192,7 @@ struct Job<'a> {
     padded: usize,
     act: Activation,
     offs: &'a [usize],
-    /// `k * NR`: the offsets of a packed panel.
+    /// `k * nr`: the offsets of a packed panel.
     panel_offs: &'a [usize],
     input: &'a [f32],
     weights: &'a [f32],
@@ -191,10 +203,10 @@ struct Job<'a> {
 impl Job<'_> {
     /// Destination runs of the tile starting at padded pixel `p0`: (lane mask, destination
     /// index of lane 0), one per output row the tile touches.
-    fn segments(&self, p0: usize) -> ([(u64, isize); NR + 1], usize) {
-        let mut out = [(0u64, 0isize); NR + 1];
+    fn segments(&self, p0: usize) -> ([(u64, isize); MAX_NR + 1], usize) {
+        let mut out = [(0u64, 0isize); MAX_NR + 1];
         let mut n = 0;
-        let end = (p0 + NR).min(self.padded);
+        let end = (p0 + self.nr).min(self.padded);
         let mut p = p0;
         while p < end {
             let (oy, ox) = (p / self.wq, p % self.wq);
@@ -211,17 +223,18 @@ impl Job<'_> {
         (out, n)
     }
 
-    /// Copy the `K x NR` values of the tile at `p0` into `panel`, zero past the image.
+    /// Copy the `K x nr` values of the tile at `p0` into `panel`, zero past the image.
     fn pack(&self, p0: usize, panel: &mut [f32]) {
-        let n = (self.padded - p0).min(NR);
+        let nr = self.nr;
+        let n = (self.padded - p0).min(nr);
         // Two tiles ahead: each channel row is its own stream, too many for the hardware
         // prefetcher to follow.
-        let ahead = 2 * NR;
-        for (row, &off) in panel.chunks_exact_mut(NR).zip(self.offs) {
+        let ahead = 2 * nr;
+        for (row, &off) in panel.chunks_exact_mut(nr).zip(self.offs) {
             #[cfg(target_arch = "x86_64")]
-            if p0 + off + ahead + NR <= self.input.len() {
+            if p0 + off + ahead + nr <= self.input.len() {
                 let at = self.input[p0 + off + ahead..].as_ptr();
-                for line in 0..NR / 16 {
+                for line in 0..nr.div_ceil(16) {
                     // SAFETY: prefetch of an in-bounds address; it never faults.
                     unsafe { _mm_prefetch::<_MM_HINT_T0>(at.add(16 * line).cast()) };
                 }
@@ -232,10 +245,10 @@ impl Job<'_> {
     }
 
     /// # Safety
-    /// `out` holds `m * plane_out` values; `p0 < padded` and `m0 < m` are multiples of `NR` and
-    /// `MR`; `segs` are `self.segments(p0)`; `src` is `Source::Input`, or the panel
-    /// `self.pack(p0, ..)` filled; no other task writes rows `m0..m0+MR` of this tile meanwhile.
-    /// The checks in [`conv`] hold (they bound every input read by `input.len()`).
+    /// `out` holds `m * plane_out` values; `p0 < padded` and `m0 < m` are multiples of `nr` and
+    /// `mr`; `segs` are `self.segments(p0)`; `src` is `Source::Input`, or the panel
+    /// `self.pack(p0, ..)` filled; no other task writes rows `m0..m0 + mr` of this tile
+    /// meanwhile. The checks in [`conv`] hold (they bound every input read by `input.len()`).
     unsafe fn tile(
         &self,
         p0: usize,
@@ -244,49 +257,45 @@ impl Job<'_> {
         segs: &[(u64, isize)],
         out: *mut f32,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let rows = (self.m - m0).min(MR);
-            // In bounds: the packed weights hold ceil(m / MR) panels of k * MR values.
-            let a = self.weights.as_ptr().add((m0 / MR) * self.k * MR);
-            let t = Tile {
-                rows,
-                bias: self.bias.as_ptr().add(m0),
-                out: out.add(m0 * self.plane_out),
-                res: self
-                    .residual
-                    .map_or(std::ptr::null(), |r| r.as_ptr().add(m0 * self.plane_out)),
-                plane: self.plane_out,
-                act: self.act,
-                segs,
-            };
-            // The image's last tile may be short (a 7x7 layer is 49 pixels: 48 + 1): run it
-            // with as few 16-lane vectors as cover it instead of a full-width tile.
-            let lanes = (self.padded - p0).min(NR);
-            let (b, offs, tail) = match src {
-                Source::Panel(p) => (p.as_ptr(), self.panel_offs.as_ptr(), false),
-                Source::Input => (
-                    self.input.as_ptr().wrapping_add(p0),
-                    self.offs.as_ptr(),
-                    !lanes.is_multiple_of(16),
-                ),
-            };
-            let load = lane_mask(0, lanes);
-            // SAFETY (for each arm): `self.isa` proves AVX-512F. `a` holds `k * MR` weights.
-            // Input reads: lane `l < lanes` of tap `kk` reads `b + offs[kk] + l`, i.e.
-            // `input[p0 + l + offs[kk]]` with `p0 + l < padded`, inside `input` by the reach
-            // check in `conv` (full-vector arms only run when `lanes` is a multiple of 16, so
-            // they read no lane past `lanes`); panel reads stay in the `k * NR` panel. Stores
-            // and residual loads go through `segs`: lanes of valid output pixels `(oy, ox)`,
-            // `oy < oh`, `ox < ow`, of rows `m0..m0 + rows`, all inside `out` / `residual`.
-            match (lanes.div_ceil(16), tail) {
-                (3, false) => kernel::<3, false>(self.isa, self.k, a, b, offs, load, &t),
-                (3, true) => kernel::<3, true>(self.isa, self.k, a, b, offs, load, &t),
-                (2, false) => kernel::<2, false>(self.isa, self.k, a, b, offs, load, &t),
-                (2, true) => kernel::<2, true>(self.isa, self.k, a, b, offs, load, &t),
-                (_, false) => kernel::<1, false>(self.isa, self.k, a, b, offs, load, &t),
-                (_, true) => kernel::<1, true>(self.isa, self.k, a, b, offs, load, &t),
-            }
+        let (mr, nr) = (self.mr, self.nr);
+        let rows = (self.m - m0).min(mr);
+        // In bounds: the packed weights hold ceil(m / mr) panels of k * mr values.
+        let a = self.weights.as_ptr().add((m0 / mr) * self.k * mr);
+        let t = Tile {
+            rows,
+            bias: self.bias.as_ptr().add(m0),
+            out: out.add(m0 * self.plane_out),
+            res: self
+                .residual
+                .map_or(std::ptr::null(), |r| r.as_ptr().add(m0 * self.plane_out)),
+            plane: self.plane_out,
+            act: self.act,
+            segs,
+        };
+        // The image's last tile may be short (a 7x7 layer is 49 pixels: 48 + 1): run it
+        // with as few vectors as cover it instead of a full-width tile.
+        let lanes = (self.padded - p0).min(nr);
+        let width = self.isa.lanes();
+        let (b, offs, tail) = match src {
+            Source::Panel(p) => (p.as_ptr(), self.panel_offs.as_ptr(), false),
+            Source::Input => (
+                self.input.as_ptr().wrapping_add(p0),
+                self.offs.as_ptr(),
+                !lanes.is_multiple_of(width),
+            ),
+        };
+        let load = lane_mask(0, lanes);
+        let nv = lanes.div_ceil(width);
+        // SAFETY (every call): the `Isa` value proves the CPU feature. `a` holds `k * mr`
+        // weights. Input reads: lane `l < lanes` of tap `kk` reads `b + offs[kk] + l`, i.e.
+        // `input[p0 + l + offs[kk]]` with `p0 + l < padded`, inside `input` by the reach check
+        // in `conv` (unmasked arms only run when `lanes` is a whole number of vectors, so they
+        // read no lane past `lanes`); panel reads stay in the `k * nr` panel. Stores and
+        // residual loads go through `segs`: lanes of valid output pixels `(oy, ox)`, `oy < oh`,
+        // `ox < ow`, of rows `m0..m0 + rows`, all inside `out` / `residual`.
+        match self.isa {
+            Isa::Avx512(cpu) => kernel::run(cpu, nv, tail, self.k, a, b, offs, load, &t),
+            Isa::Avx2(cpu) => kernel_avx2::run(cpu, nv, tail, self.k, a, b, offs, load, &t),
         }
     }
 }
