@@ -28,6 +28,9 @@ pub enum Error {
     /// A thread of the node panicked or failed; `stage` names it (source, perception, ...).
     #[error("{stage} stage failed: {cause}")]
     Stage { stage: &'static str, cause: String },
+    /// Work given up because the node is stopping (a frame left unfinished): not a failure.
+    #[error("cancelled: the node is stopping")]
+    Cancelled,
     /// Any other failure, as a message (the usual case: input that is not what it must be).
     #[error("{0}")]
     Msg(String),

@@ -10,6 +10,7 @@ use super::head::{CacheHead, HeadArch, SplitMix64};
 use candle_core::{bail, DType, Device, Result, Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Hyper-parameters of one training run. Defaults suit a few hundred samples per layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,12 +113,34 @@ pub fn train_new(
     (val_x, val_t): (&Tensor, &Tensor),
     cfg: &TrainConfig,
 ) -> Result<(CacheHead, TrainReport)> {
+    train_new_cancellable(
+        arch,
+        in_channels,
+        seeds,
+        (train_x, train_t),
+        (val_x, val_t),
+        cfg,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`train_new`], abandoned with an error ("training cancelled") as soon as `cancel` is set
+/// (checked before every mini-batch), so a background retrainer can be stopped mid-round.
+pub fn train_new_cancellable(
+    arch: &HeadArch,
+    in_channels: usize,
+    seeds: (u64, u64),
+    (train_x, train_t): (&Tensor, &Tensor),
+    (val_x, val_t): (&Tensor, &Tensor),
+    cfg: &TrainConfig,
+    cancel: &AtomicBool,
+) -> Result<(CacheHead, TrainReport)> {
     let mut head = CacheHead::new(arch.clone(), in_channels, seeds.0, train_x.device())?;
     let cfg = TrainConfig {
         seed: seeds.1,
         ..cfg.clone()
     };
-    let report = train(&mut head, train_x, train_t, val_x, val_t, &cfg)?;
+    let report = train_cancellable(&mut head, train_x, train_t, val_x, val_t, &cfg, cancel)?;
     Ok((head, report))
 }
 
@@ -132,6 +155,28 @@ pub fn train(
     val_x: &Tensor,
     val_t: &Tensor,
     cfg: &TrainConfig,
+) -> Result<TrainReport> {
+    train_cancellable(
+        head,
+        train_x,
+        train_t,
+        val_x,
+        val_t,
+        cfg,
+        &AtomicBool::new(false),
+    )
+}
+
+/// [`train`], abandoned with an error as soon as `cancel` is set (see
+/// [`train_new_cancellable`]); the head is then left as it was mid-training.
+pub fn train_cancellable(
+    head: &mut CacheHead,
+    train_x: &Tensor,
+    train_t: &Tensor,
+    val_x: &Tensor,
+    val_t: &Tensor,
+    cfg: &TrainConfig,
+    cancel: &AtomicBool,
 ) -> Result<TrainReport> {
     let n = check(train_x, train_t, head, "train split")?;
     let nv = check(val_x, val_t, head, "val split")?;
@@ -173,6 +218,9 @@ pub fn train(
         rng.shuffle(&mut order);
         let mut sum = 0f64;
         for chunk in order.chunks(cfg.batch) {
+            if cancel.load(Ordering::Relaxed) {
+                bail!("training cancelled");
+            }
             let idx = Tensor::new(chunk, &dev)?;
             let (x, t) = (tx.index_select(&idx, 0)?, tt.index_select(&idx, 0)?);
             let loss = kl_loss(&head.forward(&x)?, &t, &t_ent.index_select(&idx, 0)?)?;

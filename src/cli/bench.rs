@@ -43,8 +43,8 @@ pub struct BackboneArgs {
     pub weights: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "ours")]
     pub engine: Engine,
-    /// Timed runs (after one warm-up).
-    #[arg(long, default_value_t = 7)]
+    /// Timed runs (after one warm-up), 1..=10000.
+    #[arg(long, default_value_t = 7, value_parser = crate::cli::bounds::iters)]
     pub iters: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -69,8 +69,17 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
     let (h, w) = s
         .split_once('x')
         .ok_or_else(|| anyhow::anyhow!("--size must be HxW, got {s:?}"))?;
-    let (h, w) = (h.parse::<usize>()?, w.parse::<usize>()?);
-    anyhow::ensure!(h >= 32 && w >= 32, "--size must be at least 32x32, got {s}");
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| anyhow::anyhow!("--size must be HxW in pixels, got {s:?}"))
+    };
+    let (h, w) = (num(h)?, num(w)?);
+    // Above 4096 a side the activations alone outgrow a vehicle computer's memory.
+    anyhow::ensure!(
+        (32..=4096).contains(&h) && (32..=4096).contains(&w),
+        "--size must be between 32x32 and 4096x4096, got {s}"
+    );
     Ok((h, w))
 }
 
@@ -120,7 +129,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     }
     times.sort_by(f64::total_cmp);
     cpu.sort_by(f64::total_cmp);
-    let median_ms = crate::cli::demo::quantile(&times, 0.5);
+    let median_ms = crate::sim::metrics::quantile(&times, 0.5);
     let gflop = body.flops(h, w, 4)?.0 as f64 / 1e9;
     let r = BackboneReport {
         size: format!("{h}x{w}"),
@@ -129,7 +138,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         iters: times.len(),
         median_ms,
         min_ms: times[0],
-        cpu_ms: crate::cli::demo::quantile(&cpu, 0.5),
+        cpu_ms: crate::sim::metrics::quantile(&cpu, 0.5),
         gflop,
         gflops_per_s: gflop / (median_ms / 1e3),
     };
@@ -138,7 +147,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         h, w, r.engine, r.threads, r.median_ms, r.cpu_ms, r.gflop, r.gflops_per_s
     );
     if let Some(p) = &a.json {
-        crate::cli::detect::write_json_atomic(p, &r)
+        crate::sim::report::write_json_atomic(p, &r)
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(0)

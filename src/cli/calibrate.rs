@@ -4,7 +4,9 @@
 use crate::cache::calibration::{calibrate_store, collect, CacheableDetector, CalibConfig};
 use crate::cache::store::MedialStore;
 use crate::cache::ExitOn;
+use crate::detect::registry;
 use crate::detect::TeacherTarget;
+use crate::sim::groundtruth::region_gt;
 use crate::sim::source::{parse_range, read_frames, select_frames, FrameRef, Selection};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -22,14 +24,14 @@ pub struct SourceArgs {
     pub sequences: SequenceFlags,
     /// Ground truth: a unit shows a pedestrian when its label map has at least this many
     /// pixels of label 24 (person).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = crate::cli::bounds::gt_min_pixels)]
     pub gt_min_pixels: usize,
 }
 
 /// Which Cityscapes sequences, and which frames of each, a command uses.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SequenceFlags {
-    /// Use only these frame numbers of each Cityscapes sequence, e.g. 0..18 (half-open).
+    /// Use only these frame numbers of each Cityscapes sequence, e.g. 0..18 (half-open, A < B).
     #[arg(long)]
     pub seq_frames: Option<String>,
     /// Only these Cityscapes sequences (e.g. aachen_000002); repeatable.
@@ -43,18 +45,33 @@ pub struct SequenceFlags {
 impl SequenceFlags {
     /// The `--seq-frames` range, parsed.
     pub fn frame_range(&self) -> anyhow::Result<Option<(usize, usize)>> {
-        self.seq_frames
+        let r = self
+            .seq_frames
             .as_deref()
             .map(parse_range::<usize>)
             .transpose()
-            .map_err(Into::into)
+            .map_err(|e| anyhow::anyhow!("--seq-frames: {e}"))?;
+        if let Some((a, b)) = r {
+            anyhow::ensure!(
+                a < b,
+                "--seq-frames {a}..{b} is empty: give A..B with A < B"
+            );
+        }
+        Ok(r)
     }
 }
 
 impl SourceArgs {
     pub fn frames(&self) -> anyhow::Result<Vec<FrameRef>> {
+        let part = self.part.as_deref().map(parse_range::<f64>).transpose()?;
+        if let Some((a, b)) = part {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&a) && (0.0..=1.0).contains(&b) && a < b,
+                "--part {a}..{b}: give fractions 0 <= A < B <= 1"
+            );
+        }
         let sel = Selection {
-            part: self.part.as_deref().map(parse_range::<f64>).transpose()?,
+            part,
             seq_frames: self.sequences.frame_range()?,
             only_seq: self.sequences.seq.clone(),
             not_seq: self.sequences.not_seq.clone(),
@@ -69,29 +86,6 @@ impl SourceArgs {
     }
 }
 
-/// Ground truth for a region of a frame, from its Cityscapes label map when there is one.
-pub fn region_gt(
-    frame: &FrameRef,
-    region: (usize, usize, usize, usize),
-    min_pixels: usize,
-) -> Option<bool> {
-    let FrameRef::File(p) = frame else {
-        return None;
-    };
-    let labels = crate::sim::groundtruth::label_map_for(p)?;
-    let img = image::open(&labels).ok()?.to_luma8();
-    let (x0, y0, w, h) = region;
-    let mut n = 0;
-    for y in y0..(y0 + h).min(img.height() as usize) {
-        for x in x0..(x0 + w).min(img.width() as usize) {
-            n += usize::from(
-                img.get_pixel(x as u32, y as u32)[0] == crate::sim::groundtruth::PERSON,
-            );
-        }
-    }
-    Some(n >= min_pixels)
-}
-
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
     #[arg(long, default_value = "ssdlite-ped")]
@@ -104,16 +98,16 @@ pub struct CalibrateArgs {
     pub device: String,
     #[command(flatten)]
     pub src: SourceArgs,
-    /// Accuracy-drop budget X (fraction of units that may disagree with the detector).
-    #[arg(long, default_value_t = 0.02)]
+    /// Accuracy-drop budget X (fraction of units that may disagree with the detector, 0..=0.99).
+    #[arg(long, default_value_t = 0.02, value_parser = crate::cli::bounds::tolerance)]
     pub tolerance: f64,
     /// Which confident answers may exit: pedestrian (default) or any (the paper's behaviour).
     #[arg(long, value_enum, default_value = "pedestrian")]
     pub exit_on: ExitOnArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Medial store bound (units).
-    #[arg(long, default_value_t = 4000)]
+    /// Medial store bound (units, 1..=100000).
+    #[arg(long, default_value_t = 4000, value_parser = crate::cli::bounds::store_capacity)]
     pub store_capacity: usize,
     #[arg(long)]
     pub out: PathBuf,
@@ -135,11 +129,6 @@ impl From<ExitOnArg> for ExitOn {
 }
 
 pub fn run(a: CalibrateArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        a.tolerance.is_finite() && (0.0..1.0).contains(&a.tolerance),
-        "--tolerance must be in [0, 1), got {}",
-        a.tolerance
-    );
     let cfg = CalibConfig {
         tolerance: a.tolerance,
         policy: a.exit_on.into(),
@@ -149,16 +138,9 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<i32> {
     };
     let device = crate::runtime::device(&a.device)?;
     let frames = a.src.frames()?;
-    match a.model.parse::<crate::cli::detect::ModelName>()? {
-        crate::cli::detect::ModelName::SsdlitePed => {
-            let m = crate::cli::detect::load_ssdlite(a.weights.as_deref(), &device)?;
-            calibrate_with(&m, &frames, &a.src, &cfg, &a.out)
-        }
-        crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
-            let m = crate::cli::detect::load_maskrcnn(a.weights.as_deref(), 0.05, &device)?;
-            calibrate_with(&m, &frames, &a.src, &cfg, &a.out)
-        }
-    }
+    let weights = crate::cli::detect::weights_flag(a.weights.as_deref());
+    let det = registry::load(&a.model, &weights, &device)?;
+    calibrate_with(&det, &frames, &a.src, &cfg, &a.out)
 }
 
 fn calibrate_with<D>(

@@ -4,7 +4,7 @@
 //! `sim/make_demo.sh`) at its camera rate against the per-frame deadline; prints the replay
 //! summary and writes the report and the alert stream under `target/`.
 
-use crate::cli::replay::{config, replay_to_files, NodeFlags, ReplayArgs};
+use crate::cli::replay::{finish, replay_to_files, scenario, NodeFlags, ReplayArgs};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -26,15 +26,6 @@ pub struct DemoArgs {
     pub alerts: PathBuf,
 }
 
-/// The q-quantile (0..=1) of sorted values, nearest rank.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let replay_args = ReplayArgs {
         config: Some(a.config.clone()),
@@ -50,13 +41,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         alerts: Some(a.alerts.clone()),
     };
     let hint = "scripts/demo.sh fetches the model and makes the demo sequence";
-    let cfg = config(&replay_args)
+    let cfg = scenario(&replay_args)
         .map_err(|e| anyhow::anyhow!("{} ({hint})", crate::error::one_line(&e)))?;
-    let rate = if cfg.max_speed {
-        "as fast as possible".to_string()
-    } else {
-        format!("{} fps", cfg.fps.unwrap_or(f64::NAN))
-    };
+    let rate = cfg
+        .rate()
+        .map_or_else(|| "as fast as possible".to_string(), |f| format!("{f} fps"));
     println!(
         "pedcache demo: {} over {} at {rate}, deadline {} ms, cache exits: {} ({}, {} threads)",
         cfg.model,
@@ -72,15 +61,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         cfg.device,
         crate::runtime::threads(),
     );
-    let report = replay_to_files(&cfg, &a.report, Some(&a.alerts)).map_err(|e| {
+    // The hint is for a replay that could not start (a missing model or calibration).
+    let r = replay_to_files(&cfg, &a.report, Some(&a.alerts)).map_err(|e| {
         let e = crate::error::one_line(&e);
         match cfg.calib {
             Some(_) => anyhow::anyhow!("{e} (or run with --no-cache)"),
             None => anyhow::anyhow!("{e}"),
         }
     })?;
-    print!("{}", report.summary());
-    println!("report: {}", a.report.display());
-    println!("alerts: {}", a.alerts.display());
-    Ok(0)
+    finish(r, &a.report, Some(&a.alerts))
 }

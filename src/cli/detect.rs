@@ -3,18 +3,14 @@
 //! A bad image is reported on stderr (one line, naming the file and the cause) and skipped;
 //! every other image is still processed and written. The exit status is 1 if any image failed.
 
-use crate::detect::maskrcnn::{MaskCrop, MaskRcnn};
-use crate::detect::ssdlite::{SsdLite, TileMode};
+use crate::detect::registry::{self, Weights};
+use crate::detect::ssdlite::TileMode;
 use crate::detect::Detection;
-use crate::frame::RgbFrame;
+use crate::sim::report::write_json_atomic;
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// Default location of the converted SSDLite weights (made by `models/fetch.sh`).
-pub const DEFAULT_SSDLITE_WEIGHTS: &str = "models/ssdlite_ped.safetensors";
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
@@ -24,8 +20,8 @@ pub struct DetectArgs {
     /// Weights file (default: models/ssdlite_ped.safetensors for ssdlite-ped).
     #[arg(long)]
     pub weights: Option<PathBuf>,
-    /// Keep detections scoring at least this.
-    #[arg(long, default_value_t = 0.3)]
+    /// Keep detections scoring at least this (0..=1).
+    #[arg(long, default_value_t = 0.3, value_parser = crate::cli::bounds::score_thresh)]
     pub score_thresh: f32,
     /// Square tiles for wide frames: auto (when wider than 1.5:1), or a fixed count.
     #[arg(long, default_value = "auto")]
@@ -41,26 +37,6 @@ pub struct DetectArgs {
     pub overlay: Option<PathBuf>,
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-}
-
-/// The detectors this binary knows by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelName {
-    SsdlitePed,
-    MaskRcnnR50Fpn,
-}
-
-impl std::str::FromStr for ModelName {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "ssdlite-ped" => Ok(Self::SsdlitePed),
-            "maskrcnn-r50-fpn" => Ok(Self::MaskRcnnR50Fpn),
-            other => {
-                anyhow::bail!("unknown model {other:?} (known: ssdlite-ped, maskrcnn-r50-fpn)")
-            }
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -84,118 +60,15 @@ struct Report {
     errors: Vec<ImageError>,
 }
 
-/// Load the SSDLite detector from `weights` or the default path onto `device`.
-pub fn load_ssdlite(weights: Option<&Path>, device: &Device) -> anyhow::Result<SsdLite> {
-    let path = weights.unwrap_or(Path::new(DEFAULT_SSDLITE_WEIGHTS));
-    if !path.exists() {
-        anyhow::bail!(
-            "loading {}: file not found{}",
-            path.display(),
-            if weights.is_none() {
-                " (run models/fetch.sh to download and convert it)"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(SsdLite::load(path, device)?)
-}
-
-/// Write `value` as JSON through a temporary file, so a reader never sees half a file.
-pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("json.partial");
-    let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Load torchvision Mask R-CNN weights onto `device`; scores below `score_thresh` down to 0 are
-/// kept by the box post-processing too (its own floor is torchvision's 0.05).
-pub fn load_maskrcnn(
-    weights: Option<&Path>,
-    score_thresh: f32,
-    device: &Device,
-) -> anyhow::Result<MaskRcnn> {
-    let path = weights.ok_or_else(|| {
-        anyhow::anyhow!(
-            "model maskrcnn-r50-fpn needs --weights FILE (torchvision's COCO .pth; see README, Models and data)"
-        )
-    })?;
-    let mut m = MaskRcnn::load(path, device)?;
-    m.roi_heads.config.score_thresh = m.roi_heads.config.score_thresh.min(score_thresh.max(0.0));
-    Ok(m)
-}
-
-/// Mask R-CNN ResNet50-FPN at full width with deterministic stand-in weights
-/// (`detect::maskrcnn::standin`, hash variant): real shapes and real compute, meaningless
-/// detections. For latency runs where torchvision's COCO weights are not available.
-pub fn standin_maskrcnn(device: &Device) -> anyhow::Result<MaskRcnn> {
-    use crate::detect::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
-    let arch = resnet50_fpn_arch();
-    let sd = state_dict(&arch, Variant::Hash, device)
-        .map_err(|e| anyhow::anyhow!("building stand-in Mask R-CNN weights: {e}"))?;
-    Ok(MaskRcnn::from_state_dict(&sd, arch, device)?)
-}
-
-/// Either detector behind the `detect` command.
-pub enum Detector {
-    Ssd(Box<SsdLite>, TileMode),
-    Rcnn(Box<MaskRcnn>),
-}
-
-impl Detector {
-    pub fn load(
-        name: &str,
-        weights: Option<&Path>,
-        tiles: TileMode,
-        score_thresh: f32,
-        device: &Device,
-    ) -> anyhow::Result<Self> {
-        Ok(match name.parse::<ModelName>()? {
-            ModelName::SsdlitePed => Detector::Ssd(Box::new(load_ssdlite(weights, device)?), tiles),
-            ModelName::MaskRcnnR50Fpn => {
-                Detector::Rcnn(Box::new(load_maskrcnn(weights, score_thresh, device)?))
-            }
-        })
-    }
-
-    /// Detections scoring at least `score_thresh`, best first, and their masks (Mask R-CNN).
-    pub fn detect(
-        &self,
-        frame: &RgbFrame,
-        score_thresh: f32,
-    ) -> candle_core::Result<(Vec<Detection>, Vec<MaskCrop>)> {
-        match self {
-            Detector::Ssd(m, tiles) => Ok((m.detect(frame, *tiles, score_thresh)?, Vec::new())),
-            Detector::Rcnn(m) => {
-                let out = m.detect(&[frame])?.remove(0);
-                Ok(out
-                    .detections
-                    .into_iter()
-                    .zip(out.masks)
-                    .filter(|(d, _)| d.score >= score_thresh)
-                    .unzip())
-            }
-        }
-    }
+/// `--weights FILE` as the registry takes it (no flag: the model's default).
+pub fn weights_flag(weights: Option<&Path>) -> Weights {
+    weights.map_or(Weights::Default, |p| Weights::File(p.to_path_buf()))
 }
 
 pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        a.score_thresh.is_finite(),
-        "--score-thresh must be a number"
-    );
     let device = crate::runtime::device(&a.device)?;
-    let model = Detector::load(
-        &a.model,
-        a.weights.as_deref(),
-        a.tiles,
-        a.score_thresh,
-        &device,
-    )?;
+    let mut model = registry::load(&a.model, &weights_flag(a.weights.as_deref()), &device)?;
+    model.lower_score_floor(a.score_thresh);
     if let Some(dir) = &a.overlay {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -207,7 +80,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<i32> {
         let result = (|| -> anyhow::Result<_> {
             let frame = crate::frame::load_rgb(path)?;
             let (dets, masks) = model
-                .detect(&frame, a.score_thresh)
+                .detect(&frame, a.tiles, a.score_thresh)
                 .map_err(|e| anyhow::anyhow!("{}: detector failed: {e}", path.display()))?;
             if let Some(dir) = &a.overlay {
                 let stem = path

@@ -1,6 +1,7 @@
 //! Subcommands of the `pedcache` binary.
 
 pub mod bench;
+pub mod bounds;
 pub mod calibrate;
 pub mod convert;
 pub mod demo;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Compute threads (0 = all cores).
-    #[arg(long, global = true, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0, value_parser = bounds::threads)]
     pub threads: usize,
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +51,33 @@ pub enum Command {
         #[arg(long)]
         png: PathBuf,
     },
+}
+
+/// The process's stop flag, set by Ctrl-C (SIGINT) or SIGTERM (the handler is installed on the
+/// first call).
+pub fn stop_on_signals() -> crate::node::StopFlag {
+    static STOP: std::sync::OnceLock<crate::node::StopFlag> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| {
+        let stop = crate::node::StopFlag::new();
+        let s = stop.clone();
+        if let Err(e) = ctrlc::set_handler(move || s.stop()) {
+            log::warn!("no Ctrl-C / SIGTERM handler: {e}");
+        }
+        stop
+    })
+    .clone()
+}
+
+/// A clap error as the one line the command line promises: the message and its details
+/// (e.g. which arguments are missing), without usage and help hints.
+pub fn one_line_usage_error(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Run one command; returns the process exit code.

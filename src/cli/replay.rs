@@ -1,15 +1,16 @@
-//! `pedcache replay`: replay sequences through the real-time node against a per-frame deadline,
-//! write the run's report (and optionally every alert as JSON lines), print a summary.
-//! Ctrl-C / SIGTERM stops the source; frames in flight are drained and the report is written.
+//! `pedcache replay`: replay sequences through the real-time node against a per-frame deadline
+//! (`sim::replay`), write the run's report (and optionally every alert as JSON lines), print a
+//! summary. Ctrl-C / SIGTERM stops the run; the report is written and the exit status is 0. A
+//! failing stage ends the run with the report (`"status": "failed"`) and a non-zero exit.
 
+use crate::cli::bounds;
 use crate::cli::calibrate::SequenceFlags;
-use crate::node::config::NodeConfig;
 use crate::node::HitPolicy;
-use crate::sim::replay::ReplayReport;
+use crate::sim::replay::Replayed;
+use crate::sim::report::write_json_atomic;
+use crate::sim::scenario::Scenario;
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The node settings both `replay` and `demo` take on the command line; each overrides the
 /// scenario's RON value when given.
@@ -31,19 +32,20 @@ pub struct NodeFlags {
     /// exit | alert_then_continue.
     #[arg(long)]
     pub policy: Option<HitPolicy>,
-    /// Camera rate, frames/s.
-    #[arg(long, conflicts_with = "max_speed")]
+    /// Camera rate, frames/s (0.01..=10000).
+    #[arg(long, conflicts_with = "max_speed", value_parser = bounds::fps)]
     pub fps: Option<f64>,
     /// As fast as perception goes, in lockstep (no drops).
     #[arg(long)]
     pub max_speed: bool,
-    #[arg(long)]
+    /// Per-frame deadline, ms (0.1..=3600000).
+    #[arg(long, value_parser = bounds::deadline_ms)]
     pub deadline_ms: Option<f64>,
-    /// Score at which a detection counts as a pedestrian.
-    #[arg(long)]
+    /// Score at which a detection counts as a pedestrian (0..=1).
+    #[arg(long, value_parser = bounds::score_thresh)]
     pub score_thresh: Option<f32>,
     /// Stop after this many frames.
-    #[arg(long)]
+    #[arg(long, value_parser = bounds::limit)]
     pub limit: Option<usize>,
 }
 
@@ -64,9 +66,10 @@ pub struct ReplayArgs {
     pub source: Vec<PathBuf>,
     #[command(flatten)]
     pub node: NodeFlags,
-    #[arg(long)]
+    /// Pending frames between source and perception (1..=64).
+    #[arg(long, value_parser = bounds::queue)]
     pub queue: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = bounds::gt_min_pixels)]
     pub gt_min_pixels: Option<usize>,
     #[command(flatten)]
     pub sequences: SequenceFlags,
@@ -80,13 +83,13 @@ pub struct ReplayArgs {
     pub alerts: Option<PathBuf>,
 }
 
-/// The file's config (or defaults), with the flags applied, validated.
-pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
+/// The file's scenario (or defaults), with the flags applied, validated.
+pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
     let mut c = match &a.config {
-        Some(p) => NodeConfig::load(p)?,
+        Some(p) => Scenario::load(p)?,
         None => {
             anyhow::ensure!(!a.source.is_empty(), "give --config FILE or --source PATH");
-            let mut c = NodeConfig::with_sources(a.source.clone());
+            let mut c = Scenario::with_sources(a.source.clone());
             c.fps = Some(17.0);
             c
         }
@@ -97,11 +100,12 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if let Some(m) = &a.model {
         c.model = m.clone();
     }
-    if a.node.weights.is_some() {
-        c.weights = a.node.weights.clone();
+    let n = &a.node;
+    if n.weights.is_some() {
+        c.weights = n.weights.clone();
         c.standin_weights = false;
     }
-    if let Some(d) = &a.node.device {
+    if let Some(d) = &n.device {
         c.device = d.clone();
     }
     if a.standin_weights {
@@ -109,37 +113,23 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
         c.weights = None;
         c.calib = None;
     }
-    if a.node.calib.is_some() {
-        c.calib = a.node.calib.clone();
+    if n.calib.is_some() {
+        c.calib = n.calib.clone();
     }
-    if a.node.no_cache {
+    if n.no_cache {
         c.calib = None;
     }
-    if let Some(p) = a.node.policy {
-        c.policy = p;
-    }
-    if let Some(f) = a.node.fps {
+    c.policy = n.policy.unwrap_or(c.policy);
+    if let Some(f) = n.fps {
         c.fps = Some(f);
         c.max_speed = false;
     }
-    if a.node.max_speed {
-        c.max_speed = true;
-    }
-    if let Some(d) = a.node.deadline_ms {
-        c.deadline_ms = d;
-    }
-    if let Some(q) = a.queue {
-        c.queue = q;
-    }
-    if let Some(s) = a.node.score_thresh {
-        c.score_thresh = s;
-    }
-    if let Some(g) = a.gt_min_pixels {
-        c.gt_min_pixels = g;
-    }
-    if let Some(l) = a.node.limit {
-        c.limit = l;
-    }
+    c.max_speed |= n.max_speed;
+    c.deadline_ms = n.deadline_ms.unwrap_or(c.deadline_ms);
+    c.queue = a.queue.unwrap_or(c.queue);
+    c.score_thresh = n.score_thresh.unwrap_or(c.score_thresh);
+    c.gt_min_pixels = a.gt_min_pixels.unwrap_or(c.gt_min_pixels);
+    c.limit = n.limit.unwrap_or(c.limit);
     if let Some(r) = a.sequences.frame_range()? {
         c.seq_frames = Some(r);
     }
@@ -149,9 +139,7 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
     if !a.sequences.not_seq.is_empty() {
         c.not_seq = a.sequences.not_seq.clone();
     }
-    if a.retrain {
-        c.retrain = true;
-    }
+    c.retrain |= a.retrain;
     let name = a
         .config
         .as_ref()
@@ -162,37 +150,32 @@ pub fn config(a: &ReplayArgs) -> anyhow::Result<NodeConfig> {
 }
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
-    let cfg = config(&a)?;
-    let report = replay_to_files(&cfg, &a.report, a.alerts.as_deref())?;
-    print!("{}", report.summary());
-    println!("report: {}", a.report.display());
-    if let Some(p) = &a.alerts {
-        println!("alerts: {}", p.display());
-    }
-    Ok(0)
+    let sc = scenario(&a)?;
+    let r = replay_to_files(&sc, &a.report, a.alerts.as_deref())?;
+    finish(r, &a.report, a.alerts.as_deref())
 }
 
-/// Replay `cfg` through the node (the path `replay` and `demo` share): load the detector and the
-/// calibration, run until the sources end or Ctrl-C / SIGTERM, write the report (and the alerts).
+/// Print the summary and where the files are; a failed run is an error after that.
+pub fn finish(r: Replayed, report: &Path, alerts: Option<&Path>) -> anyhow::Result<i32> {
+    print!("{}", r.report.summary());
+    println!("report: {}", report.display());
+    if let Some(p) = alerts {
+        println!("alerts: {}", p.display());
+    }
+    match r.failure {
+        Some(e) => Err(e.into()),
+        None => Ok(0),
+    }
+}
+
+/// Replay `sc` through the node (the path `replay` and `demo` share) until the sources end,
+/// Ctrl-C / SIGTERM or a failure, and write the report (and the alerts).
 pub fn replay_to_files(
-    cfg: &NodeConfig,
+    sc: &Scenario,
     report_path: &Path,
     alerts_path: Option<&Path>,
-) -> anyhow::Result<ReplayReport> {
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Only the first handler per process installs; a second replay in-process keeps it.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
-    let device = crate::runtime::device(&cfg.device)?;
-    let (file, exits) = match &cfg.calib {
-        Some(dir) => {
-            let (f, e) = crate::cache::files::load(dir, &device)?;
-            (Some(f), e)
-        }
-        None => (None, Vec::new()),
-    };
+) -> anyhow::Result<Replayed> {
+    let stop = crate::cli::stop_on_signals();
     let alerts: Option<Box<dyn std::io::Write + Send>> = match alerts_path {
         Some(p) => {
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -205,20 +188,7 @@ pub fn replay_to_files(
         }
         None => None,
     };
-    let report = match cfg.model.parse::<crate::cli::detect::ModelName>()? {
-        crate::cli::detect::ModelName::SsdlitePed => {
-            let m = crate::cli::detect::load_ssdlite(cfg.weights.as_deref(), &device)?;
-            crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
-        }
-        crate::cli::detect::ModelName::MaskRcnnR50Fpn => {
-            let m = if cfg.standin_weights {
-                crate::cli::detect::standin_maskrcnn(&device)?
-            } else {
-                crate::cli::detect::load_maskrcnn(cfg.weights.as_deref(), 0.05, &device)?
-            };
-            crate::sim::replay::replay(&m, cfg, exits, file.as_ref(), alerts, &stop)?
-        }
-    };
-    crate::cli::detect::write_json_atomic(report_path, &report)?;
-    Ok(report)
+    let r = crate::sim::replay::replay(sc, alerts, &stop)?;
+    write_json_atomic(report_path, &r.report)?;
+    Ok(r)
 }

@@ -3,10 +3,11 @@
 //! Every detector exposes a *staged forward* (see [`Staged`]): its candidate cache layers in
 //! order, a way to run the network one stage at a time, and the rest of the network after the
 //! last stage. The cache engine stops between stages; `forward` is the same stages run back to
-//! back, so both paths give identical results.
+//! back, so both paths give identical results. [`registry`] loads either detector by name.
 
 pub mod maskrcnn;
 pub mod ops;
+pub mod registry;
 pub mod ssdlite;
 pub mod weights;
 
@@ -82,5 +83,62 @@ pub trait Staged {
             st = self.run_stage(i, st)?;
         }
         self.finish(st)
+    }
+}
+
+/// A detector's full output for one unit (a tile or a whole frame), in frame pixels.
+pub trait FrameDetections {
+    /// `(box [x1, y1, x2, y2], score, label)` at or above `score_thresh`, for a unit covering
+    /// `region` `(x, y, w, h)` of the frame.
+    fn frame_boxes(
+        &self,
+        region: (usize, usize, usize, usize),
+        score_thresh: f32,
+    ) -> Vec<([f32; 4], f32, u32)>;
+    /// The label meaning "pedestrian".
+    fn pedestrian_label(&self) -> u32;
+}
+
+impl FrameDetections for ssdlite::TileDetections {
+    fn frame_boxes(
+        &self,
+        (x0, y0, w, h): (usize, usize, usize, usize),
+        score_thresh: f32,
+    ) -> Vec<([f32; 4], f32, u32)> {
+        let (x0, y0, w, h) = (x0 as f32, y0 as f32, w as f32, h as f32);
+        self.boxes
+            .iter()
+            .zip(&self.scores)
+            .filter(|(_, &s)| s >= score_thresh)
+            .map(|(b, &s)| {
+                // [ymin, xmin, ymax, xmax] normalised in the tile.
+                (
+                    [x0 + b[1] * w, y0 + b[0] * h, x0 + b[3] * w, y0 + b[2] * h],
+                    s,
+                    ssdlite::PEDESTRIAN,
+                )
+            })
+            .collect()
+    }
+    fn pedestrian_label(&self) -> u32 {
+        ssdlite::PEDESTRIAN
+    }
+}
+
+impl FrameDetections for maskrcnn::RcnnOutput {
+    /// Mask R-CNN runs on the whole frame: its boxes are already in frame pixels.
+    fn frame_boxes(
+        &self,
+        _region: (usize, usize, usize, usize),
+        score_thresh: f32,
+    ) -> Vec<([f32; 4], f32, u32)> {
+        self.detections
+            .iter()
+            .filter(|d| d.score >= score_thresh)
+            .map(|d| (d.bbox, d.score, d.label))
+            .collect()
+    }
+    fn pedestrian_label(&self) -> u32 {
+        maskrcnn::PERSON
     }
 }

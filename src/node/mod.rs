@@ -1,147 +1,106 @@
-//! The real-time perception node: threads joined by bounded channels,
-//! source -> perception -> alert bus -> planner (+ recorder writing alerts as JSON lines).
+//! The perception node, as a component a vehicle program embeds: frames in from a
+//! [`FrameSource`], pedestrian alerts out to [`Planner`]s, through a [`Perception`] task that runs
+//! a detector with its cache exits. Nothing here knows about replays or the command line.
 //!
-//! - The source paces frames at the camera rate, stamps each with its capture time and never
-//!   waits on perception: when perception is behind, the oldest pending frame is dropped and
-//!   counted (`FrameDropped`). At max speed it runs in lockstep instead (no drops, deterministic).
-//! - Perception (a [`Perception`]) publishes typed [`Alert`]s as soon as it knows them; the node
-//!   adds `DeadlineMiss` when a frame finishes after its deadline.
-//! - The bus fans alerts out to the [`Planner`] and the recorder.
-//! - Optionally a retrainer ([`retrain`]) learns from the frames the full detector labelled and
-//!   swaps retrained exits in between frames.
+//! - [`FrameSource`]: what the node pulls frames from, each with its capture time. Bring your
+//!   own (a camera driver), push frames from another thread through [`channel`], or replay
+//!   recorded drives with the sources in [`crate::sim`].
+//! - [`Perception`]: the per-frame task. Built from a detector ([`crate::detect::registry::load`]),
+//!   its calibrated exits ([`CacheExits::load`]) and a [`PerceptionConfig`]; `process(frame)`
+//!   publishes typed [`Alert`]s as soon as it knows them (an `EarlyAlert` from a cache exit before
+//!   the rest of the network runs); `stop` ends it. Optionally a retrainer ([`retrain`]) keeps
+//!   the exits fresh and swaps them in between frames.
+//! - [`Node`]: source -> perception -> alert bus -> planners, on bounded channels. When
+//!   perception is behind, the oldest pending frame is dropped and counted (`FrameDropped`); in
+//!   lockstep the source waits instead. A frame that finishes after its deadline adds a
+//!   `DeadlineMiss`. The run ends when the source ends, when its [`StopFlag`] is set (Ctrl-C), or
+//!   when any stage fails (an error or a panic in the source, perception, the bus, a planner or
+//!   the retrainer): within about a second in every case, with a [`NodeRun`] that says how.
+//! - [`config`]: the node's RON configuration, checked at load, and the ranges of its values.
+//!
+//! A tiny node: frames pushed from a thread, a task that alerts on bright frames, a planner that
+//! brakes on the first alert. ([`Perception`] takes the task's place in a real node, see
+//! `examples/embed.rs`.)
+//!
+//! ```
+//! use pedcache::node::{channel, Alert, Envelope, Frame, FrameCtx, Node, NodeSettings, Perceive, Planner};
+//! use std::sync::{Arc, Mutex};
+//! use std::time::Instant;
+//!
+//! /// "Pedestrian" when the frame's brightness is over 100.
+//! struct Bright;
+//! impl Perceive for Bright {
+//!     type Payload = u8;
+//!     type Outcome = bool;
+//!     fn perceive(&mut self, f: &Frame<u8>, ctx: &mut FrameCtx<'_>) -> pedcache::Result<bool> {
+//!         let ped = f.payload > 100;
+//!         if ped {
+//!             ctx.publish(Alert::EarlyAlert {
+//!                 frame: f.index,
+//!                 exit: "brightness".into(),
+//!                 class: 1,
+//!                 pedestrian: true,
+//!                 confidence: 1.0,
+//!                 latency_ms: 0.0,
+//!             });
+//!         }
+//!         Ok(ped)
+//!     }
+//! }
+//!
+//! /// Brakes on the first pedestrian alert.
+//! struct Brake(Arc<Mutex<Option<usize>>>);
+//! impl Planner for Brake {
+//!     fn on_alert(&mut self, msg: &Envelope, _at: Instant) -> pedcache::Result<()> {
+//!         let mut b = self.0.lock().unwrap();
+//!         if msg.alert.is_pedestrian() && b.is_none() {
+//!             *b = Some(msg.alert.frame());
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let braked = Arc::new(Mutex::new(None));
+//! let (camera, source) = channel::<u8>(4);
+//! let driver = std::thread::spawn(move || {
+//!     for (i, level) in [10u8, 20, 200, 30].into_iter().enumerate() {
+//!         // Lockstep below: nothing is dropped, so the outcome does not depend on timing.
+//!         let item = pedcache::node::SourceItem::frame(format!("cam#{i}"), Some(Instant::now()), level);
+//!         camera.send_blocking(item).unwrap();
+//!     }
+//! });
+//! let settings = NodeSettings { lockstep: true, ..NodeSettings::default() };
+//! let node = Node::new(settings)?.planner(Brake(braked.clone()));
+//! let run = node.run(source, &mut Bright)?.into_result()?;
+//! driver.join().unwrap();
+//! assert_eq!(run.records.len(), 4);
+//! assert_eq!(*braked.lock().unwrap(), Some(2));
+//! # Ok::<(), pedcache::Error>(())
+//! ```
 
+pub mod alert;
+pub mod clock;
 pub mod config;
+pub mod detector;
+pub mod perception;
 pub mod pipeline;
+pub mod planner;
 pub mod queue;
 pub mod retrain;
+pub mod source;
+mod supervise;
 
-pub use pipeline::{run_node, FrameRecord, InputDefect, NodeRun, NodeSettings, SourceItem};
-
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::time::Instant;
-
-/// What a cache hit does to the rest of the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum HitPolicy {
-    /// Skip the rest of the network (the paper).
-    #[default]
-    Exit,
-    /// Alert now, then still run full detection when the deadline allows.
-    AlertThenContinue,
-}
-
-impl std::str::FromStr for HitPolicy {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> crate::Result<Self> {
-        match s {
-            "exit" => Ok(Self::Exit),
-            "alert_then_continue" | "alert-then-continue" => Ok(Self::AlertThenContinue),
-            _ => crate::bail!("unknown policy {s:?} (exit | alert_then_continue)"),
-        }
-    }
-}
-
-/// Messages on the alert bus (JSON: `{"type": "EarlyAlert", ...}`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum Alert {
-    /// A cache exit answered for the frame (`pedestrian`: the class means "pedestrian present").
-    EarlyAlert {
-        frame: usize,
-        exit: String,
-        class: usize,
-        pedestrian: bool,
-        confidence: f32,
-        latency_ms: f64,
-    },
-    /// Full-detection result for the frame, boxes `[x1, y1, x2, y2]` in frame pixels.
-    Detections {
-        frame: usize,
-        boxes: Vec<[f32; 4]>,
-        scores: Vec<f32>,
-        labels: Vec<u32>,
-        /// Detections at or above the node's score threshold that are pedestrians.
-        pedestrians: usize,
-        latency_ms: f64,
-    },
-    FrameDropped {
-        frame: usize,
-    },
-    BadFrame {
-        frame: usize,
-        path: String,
-        cause: String,
-    },
-    DeadlineMiss {
-        frame: usize,
-        latency_ms: f64,
-        deadline_ms: f64,
-    },
-}
-
-impl Alert {
-    pub fn frame(&self) -> usize {
-        match self {
-            Alert::EarlyAlert { frame, .. }
-            | Alert::Detections { frame, .. }
-            | Alert::FrameDropped { frame }
-            | Alert::BadFrame { frame, .. }
-            | Alert::DeadlineMiss { frame, .. } => *frame,
-        }
-    }
-
-    /// Whether this alert says "pedestrian ahead".
-    pub fn is_pedestrian(&self) -> bool {
-        match self {
-            Alert::EarlyAlert { pedestrian, .. } => *pedestrian,
-            Alert::Detections { pedestrians, .. } => *pedestrians > 0,
-            _ => false,
-        }
-    }
-}
-
-/// An alert with the capture time of its frame (not serialized: the bus is in-process).
-#[derive(Clone, Debug)]
-pub struct Envelope {
-    pub alert: Alert,
-    pub capture: Option<Instant>,
-}
-
-/// Consumer of the alert bus.
-pub trait Planner: Send {
-    /// Called for every alert, in bus order, `received` when it reached the planner.
-    fn on_alert(&mut self, msg: &Envelope, received: Instant);
-}
-
-/// The harness planner's view of one frame.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Decision {
-    pub brake: bool,
-    /// Capture -> first pedestrian alert at the planner, ms.
-    pub reaction_ms: Option<f64>,
-}
-
-/// Records a brake/no-brake decision and the reaction time per frame.
-#[derive(Default)]
-pub struct HarnessPlanner {
-    pub decisions: BTreeMap<usize, Decision>,
-}
-
-impl Planner for HarnessPlanner {
-    fn on_alert(&mut self, msg: &Envelope, received: Instant) {
-        match &msg.alert {
-            Alert::EarlyAlert { frame, .. } | Alert::Detections { frame, .. } => {
-                let d = self.decisions.entry(*frame).or_default();
-                if msg.alert.is_pedestrian() && !d.brake {
-                    d.brake = true;
-                    d.reaction_ms = msg
-                        .capture
-                        .map(|c| received.saturating_duration_since(c).as_secs_f64() * 1e3);
-                }
-            }
-            _ => {}
-        }
-    }
-}
+pub use alert::{Alert, Envelope, HitPolicy};
+pub use clock::{Clock, ManualClock, StopFlag, SystemClock};
+pub use config::NodeConfig;
+pub use perception::{
+    CacheExits, FrameOutcome, Perception, PerceptionConfig, PerceptionStats, Processed,
+};
+pub use pipeline::{
+    Ending, FrameCtx, FrameRecord, Node, NodeRun, NodeSettings, Perceive, BUS_CAPACITY,
+};
+pub use planner::{AlertRecorder, Planner};
+pub use source::{
+    channel, ChannelSource, Frame, FrameSender, FrameSource, InputDefect, IterSource, Rejected,
+    SourceCtx, SourceItem,
+};

@@ -3,8 +3,20 @@
 //! planner). In lockstep mode (replay "as fast as possible") the source waits instead, so every
 //! frame is processed and runs are deterministic.
 
+use super::clock::POLL;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// What [`FrameQueue::pop_timeout`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pop<T> {
+    Item(T),
+    /// Nothing came within the timeout.
+    Empty,
+    /// Closed and drained: nothing will come.
+    Closed,
+}
 
 struct State<T> {
     items: VecDeque<T>,
@@ -54,31 +66,56 @@ impl<T> FrameQueue<T> {
         evicted
     }
 
-    /// Push, waiting while the queue is full (lockstep replay).
-    pub fn push_wait(&self, item: T) {
+    /// Push, waiting while the queue is full (lockstep replay), but at most until `give_up()`
+    /// says so (it is asked every [`POLL`]); then the item comes back.
+    pub fn push_wait(&self, item: T, give_up: &dyn Fn() -> bool) -> Result<(), T> {
         let mut st = self.lock();
         while st.items.len() >= self.cap && !st.closed {
-            st = self.space.wait(st).unwrap_or_else(|p| p.into_inner());
+            if give_up() {
+                return Err(item);
+            }
+            st = self
+                .space
+                .wait_timeout(st, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         st.items.push_back(item);
         drop(st);
         self.ready.notify_one();
+        Ok(())
     }
 
-    /// The oldest item, waiting for one; `None` once closed and drained.
-    pub fn pop(&self) -> Option<T> {
+    /// The oldest item, waiting up to `timeout` for one.
+    pub fn pop_timeout(&self, timeout: Duration) -> Pop<T> {
         let mut st = self.lock();
+        let mut waited = false;
         loop {
             if let Some(x) = st.items.pop_front() {
                 drop(st);
                 self.space.notify_one();
-                return Some(x);
+                return Pop::Item(x);
             }
             if st.closed {
-                return None;
+                return Pop::Closed;
             }
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            if waited {
+                return Pop::Empty;
+            }
+            st = self
+                .ready
+                .wait_timeout(st, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            waited = true;
         }
+    }
+
+    /// Everything still queued, oldest first.
+    pub fn drain(&self) -> Vec<T> {
+        let items: Vec<T> = self.lock().items.drain(..).collect();
+        self.space.notify_all();
+        items
     }
 
     /// No more pushes: `pop` drains what is left, then returns `None`.
@@ -110,6 +147,27 @@ mod tests {
         assert_eq!(q.push_evict(3, |x: &i32| *x > 0), Some(1));
         assert_eq!(q.push_evict(4, |x: &i32| *x > 0), Some(3));
         q.close();
-        assert_eq!((q.pop(), q.pop(), q.pop()), (Some(-2), Some(4), None));
+        let pop = || q.pop_timeout(Duration::ZERO);
+        assert_eq!(
+            (pop(), pop(), pop()),
+            (Pop::Item(-2), Pop::Item(4), Pop::Closed)
+        );
+    }
+
+    #[test]
+    fn a_full_lockstep_push_gives_up_when_told_and_pop_times_out_when_empty() {
+        let q = FrameQueue::new(1);
+        assert_eq!(q.pop_timeout(Duration::ZERO), Pop::Empty);
+        assert_eq!(q.push_wait(1, &|| true), Ok(()));
+        // Full: the push waits until give_up says so, then hands the item back.
+        let asked = std::cell::Cell::new(0);
+        let r = q.push_wait(2, &|| {
+            asked.set(asked.get() + 1);
+            asked.get() > 2
+        });
+        assert_eq!(r, Err(2));
+        assert_eq!(asked.get(), 3);
+        assert_eq!(q.drain(), vec![1]);
+        assert!(q.is_empty());
     }
 }

@@ -21,18 +21,27 @@
 //!
 //! Under the `exit` policy only misses reach the full detector, so the store sees misses only;
 //! `alert_then_continue` also labels hits when the deadline allows (the audit DESIGN asks for).
+//!
+//! Lifecycle: [`Retrainer::spawn`], [`Retrainer::offer`] per labelled unit, [`Retrainer::check`]
+//! for a failure (a panic in a round ends the node's run as the `retrainer` stage's failure),
+//! and [`Retrainer::stop`]: it lets the thread finish what it holds, unless the given stop flag is
+//! (or becomes) set; then the round in progress is cancelled between two mini-batches.
 
 use crate::cache::calibration::{argmax, fit_temperature, T_BOUNDS};
 use crate::cache::enabled::Exit;
 use crate::cache::head::regrid;
 use crate::cache::store::{MedialStore, Sample, Split};
-use crate::cache::train::{train_new, TrainConfig};
+use crate::cache::train::{train_new_cancellable, TrainConfig};
 use crate::cache::ExitOn;
+use crate::node::clock::{StopFlag, POLL};
+use crate::node::supervise::panic_message;
 use candle_core::{Device, Tensor};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
-use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// The exits perception uses, replaced whole between frames.
 pub struct LiveExits {
@@ -128,10 +137,21 @@ pub struct RetrainStats {
 /// Handle on the retrainer thread.
 pub struct Retrainer {
     tx: Option<Sender<Sample>>,
-    handle: Option<JoinHandle<RetrainStats>>,
+    /// Disconnects when the thread ends.
+    done: Receiver<()>,
+    shared: Arc<Shared>,
     min_confidence: f32,
     unconfident: usize,
     dropped: usize,
+}
+
+/// What the thread shares with its handle.
+#[derive(Default)]
+struct Shared {
+    stats: Mutex<RetrainStats>,
+    /// A panic in the thread, as one line.
+    failure: Mutex<Option<String>>,
+    cancel: AtomicBool,
 }
 
 impl Retrainer {
@@ -143,13 +163,27 @@ impl Retrainer {
         cfg: RetrainConfig,
     ) -> crate::Result<Self> {
         let (tx, rx) = bounded::<Sample>(cfg.queue.max(1));
+        let (done_tx, done) = bounded::<()>(0);
         let min_confidence = cfg.min_teacher_confidence;
-        let handle = std::thread::Builder::new()
+        let shared = Arc::new(Shared::default());
+        let sh = shared.clone();
+        std::thread::Builder::new()
             .name("retrainer".into())
-            .spawn(move || run(rx, &live, policy, positive, &cfg))?;
+            .spawn(move || {
+                let _done = done_tx;
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    run(rx, &live, policy, positive, &cfg, &sh)
+                }));
+                if let Err(p) = r {
+                    *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(format!("panicked: {}", panic_message(&*p)));
+                }
+            })
+            .map_err(|e| crate::err!("starting the retrainer thread: {e}"))?;
         Ok(Self {
             tx: Some(tx),
-            handle: Some(handle),
+            done,
+            shared,
             min_confidence,
             unconfident: 0,
             dropped: 0,
@@ -179,18 +213,58 @@ impl Retrainer {
         }
     }
 
-    /// Close the queue, let the thread finish what it holds, and return what it did.
-    pub fn finish(mut self) -> crate::Result<RetrainStats> {
+    /// `Err` ([`crate::Error::Stage`], stage `retrainer`) once the thread has failed.
+    pub fn check(&self) -> crate::Result<()> {
+        match &*self
+            .shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+        {
+            Some(cause) => Err(crate::Error::Stage {
+                stage: "retrainer",
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Close the queue and let the thread finish what it holds; when `cancel` is or becomes set,
+    /// cancel its round instead and wait at most `grace` (then the thread is left behind).
+    /// Returns what it did, or its failure.
+    pub fn stop(mut self, cancel: &StopFlag, grace: Duration) -> crate::Result<RetrainStats> {
         self.tx = None;
-        let mut stats = match self.handle.take() {
-            Some(h) => h
-                .join()
-                .map_err(|_| crate::err!("retrainer thread panicked"))?,
-            None => RetrainStats::default(),
-        };
+        let mut cancelled_at: Option<Instant> = None;
+        loop {
+            match self.done.recv_timeout(POLL) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    if cancel.is_stopped() {
+                        self.shared.cancel.store(true, Ordering::SeqCst);
+                        let t = *cancelled_at.get_or_insert_with(Instant::now);
+                        if t.elapsed() >= grace {
+                            log::warn!("the retrainer did not stop within {grace:?}: left behind");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.check()?;
+        let mut stats = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         stats.unconfident = self.unconfident;
         stats.dropped = self.dropped;
         Ok(stats)
+    }
+
+    /// [`Self::stop`] without cancelling: wait until the thread has finished what it holds.
+    pub fn finish(self) -> crate::Result<RetrainStats> {
+        self.stop(&StopFlag::new(), Duration::ZERO)
     }
 }
 
@@ -200,32 +274,48 @@ fn run(
     policy: ExitOn,
     positive: usize,
     cfg: &RetrainConfig,
-) -> RetrainStats {
+    shared: &Shared,
+) {
     let layers: Vec<(String, usize)> = live
         .load()
         .iter()
         .map(|e| (e.layer.clone(), e.head.in_channels))
         .collect();
     let mut store = MedialStore::new(cfg.store_capacity, layers, cfg.seed);
-    let mut stats = RetrainStats::default();
-    for sample in rx {
-        stats.samples += 1;
+    let stats = || shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let cancelled = || shared.cancel.load(Ordering::SeqCst);
+    loop {
+        let sample = match rx.recv_timeout(POLL) {
+            Ok(s) => s,
+            Err(RecvTimeoutError::Timeout) if !cancelled() => continue,
+            Err(_) => return,
+        };
+        if cancelled() {
+            return;
+        }
+        stats().samples += 1;
         store.push(sample);
         if store.len() < cfg.min_samples || store.fresh_fraction() < cfg.fresh_fraction {
             continue;
         }
         store.mark_trained();
-        match round(&store, live, policy, positive, cfg, stats.rounds as u64) {
+        let n = stats().rounds as u64;
+        log::debug!("retrainer: round {} started ({} units)", n + 1, store.len());
+        let r = round(&store, live, policy, positive, cfg, n, &shared.cancel);
+        if cancelled() {
+            return; // the round was cut short: it neither counts nor failed
+        }
+        let mut st = stats();
+        match r {
             Ok(Some(r)) => {
-                stats.rounds += 1;
-                stats.swaps += usize::from(r.swapped);
-                stats.last_round = Some(r);
+                st.rounds += 1;
+                st.swaps += usize::from(r.swapped);
+                st.last_round = Some(r);
             }
             Ok(None) => {}
-            Err(e) => stats.error = Some(format!("retraining round: {e}")),
+            Err(e) => st.error = Some(format!("retraining round: {e}")),
         }
     }
-    stats
 }
 
 /// Train a candidate set on the store and swap it in if it is not worse on held-out samples.
@@ -237,6 +327,7 @@ fn round(
     positive: usize,
     cfg: &RetrainConfig,
     round: u64,
+    cancel: &AtomicBool,
 ) -> candle_core::Result<Option<RoundReport>> {
     let dev = Device::Cpu;
     let (train_s, val_s, test_s) = (
@@ -258,13 +349,14 @@ fn round(
             .seed
             .wrapping_add(round.wrapping_mul(1000))
             .wrapping_add(l as u64);
-        let (head, _) = train_new(
+        let (head, _) = train_new_cancellable(
             &exit.head.arch,
             exit.head.in_channels,
             (seed, seed),
             (&regrid(&tx, g)?, &tt),
             (&regrid(&vx, g)?, &vt),
             &cfg.train,
+            cancel,
         )?;
         let val_logits: Vec<Vec<f32>> = head.forward(&regrid(&vx, g)?)?.to_vec2()?;
         let t = fit_temperature(&val_logits, &val_teacher, T_BOUNDS).t;
@@ -518,5 +610,47 @@ mod tests {
         assert!(r.offer(1, vec![vec![0.0; C * 16]], vec![0.05, 0.95]));
         let stats = r.finish().unwrap();
         assert_eq!((stats.samples, stats.unconfident, stats.rounds), (1, 1, 0));
+    }
+
+    #[test]
+    fn stopping_cancels_a_round_in_progress() {
+        let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
+        let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+        let old = live.load();
+        // A round that would train for a very long time, started by the 60th unit.
+        let cfg = RetrainConfig {
+            min_samples: 60,
+            train: TrainConfig {
+                epochs: 1_000_000,
+                patience: 1_000_000,
+                batch: 1,
+                ..TrainConfig::default()
+            },
+            ..RetrainConfig::default()
+        };
+        let mut r = Retrainer::spawn(live.clone(), ExitOn::Any, 1, cfg).unwrap();
+        let mut rng = SplitMix64::new(5);
+        for i in 0..60 {
+            let (f, t) = unit(&mut rng);
+            assert!(r.offer(i, vec![f], t), "the queue (256) takes 60 units");
+        }
+        // Every unit taken: the thread is in the round.
+        while r.shared.stats.lock().unwrap().samples < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stop = StopFlag::new();
+        stop.stop();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A grace far beyond the hang guard below: only a real cancellation returns in time.
+        std::thread::spawn(move || {
+            let _ = tx.send(r.stop(&stop, Duration::from_secs(3600)));
+        });
+        let stats = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("stop returned")
+            .unwrap();
+        assert_eq!((stats.samples, stats.rounds), (60, 0), "{stats:?}");
+        assert!(stats.error.is_none(), "a cancelled round is not an error");
+        assert!(Arc::ptr_eq(&old, &live.load()), "nothing swapped in");
     }
 }

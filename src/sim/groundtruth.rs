@@ -178,6 +178,28 @@ fn read_truth(labels: &Path, frame: &Path, min_pixels: usize) -> Result<bool, St
     Ok(gray.as_raw().iter().filter(|&&v| v == PERSON).count() >= min_pixels)
 }
 
+/// Ground truth for a region `(x, y, w, h)` of a frame, from its Cityscapes label map when
+/// there is one: at least `min_pixels` person pixels inside the region.
+pub fn region_gt(
+    frame: &FrameRef,
+    region: (usize, usize, usize, usize),
+    min_pixels: usize,
+) -> Option<bool> {
+    let FrameRef::File(p) = frame else {
+        return None;
+    };
+    let labels = label_map_for(p)?;
+    let img = image::open(&labels).ok()?.to_luma8();
+    let (x0, y0, w, h) = region;
+    let mut n = 0;
+    for y in y0..(y0 + h).min(img.height() as usize) {
+        for x in x0..(x0 + w).min(img.width() as usize) {
+            n += usize::from(img.get_pixel(x as u32, y as u32)[0] == PERSON);
+        }
+    }
+    Some(n >= min_pixels)
+}
+
 /// Pixels of `label` in a label-id map.
 pub fn count_label(path: &Path, label: u8) -> crate::Result<usize> {
     let img = image::open(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;

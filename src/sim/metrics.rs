@@ -4,6 +4,44 @@
 use crate::detect::ops::nms::iou;
 use serde::Serialize;
 
+/// The q-quantile (0..=1) of sorted values, nearest rank; NaN when there are none.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Summary of a set of durations (ms) or other values.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        let count = v.len();
+        if count == 0 {
+            return Self::default();
+        }
+        Self {
+            count,
+            mean: v.iter().sum::<f64>() / count as f64,
+            p50: quantile(&v, 0.5),
+            p95: quantile(&v, 0.95),
+            p99: quantile(&v, 0.99),
+            max: v[count - 1],
+        }
+    }
+}
+
 /// Presence confusion counts (positive = pedestrian present).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Confusion {

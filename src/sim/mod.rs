@@ -1,8 +1,13 @@
-//! Sequence sources for the harness: Cityscapes-style folders and plain image folders, ground
-//! truth from label maps, and metrics.
+//! The replay harness: only what replaying recorded drives adds to the node (`crate::node`) —
+//! sequence sources (Cityscapes layout, image folders, videos), ground truth from label maps,
+//! the harness planner, metrics, the replay driver and its report.
 
+pub mod evaluate;
 pub mod groundtruth;
 pub mod metrics;
+pub mod planner;
 pub mod replay;
+pub mod report;
+pub mod scenario;
 pub mod source;
 pub mod video;

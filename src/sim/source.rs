@@ -1,6 +1,12 @@
-//! Listing the frames of a sequence folder in replay order.
+//! Recorded sequences: listing the frames of sequence folders and videos in replay order,
+//! selecting some of them, decoding them, and replaying them as the node's frame source
+//! ([`SequenceSource`], paced at a camera rate by [`Paced`]).
 
+use crate::frame::RgbFrame;
+use crate::node::{FrameSource, InputDefect, SourceCtx, SourceItem};
+use crate::sim::groundtruth::FrameTruth;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 fn is_image(p: &Path) -> bool {
     matches!(
@@ -148,35 +154,160 @@ pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> crate::Result<Vec<
     Ok(out)
 }
 
+/// The video a sequence is reading, and the index of its next frame.
+type OpenVideo = Option<(PathBuf, crate::sim::video::VideoFrames, usize)>;
+
+/// Decode one frame; a video stays open between calls, so its frames stream through one ffmpeg
+/// process (reopened only to go back).
+fn read_one(video: &mut OpenVideo, f: &FrameRef) -> crate::Result<crate::frame::RgbFrame> {
+    match f {
+        FrameRef::File(p) => crate::frame::load_rgb(p),
+        FrameRef::Video(p, i) => {
+            if video
+                .as_ref()
+                .is_none_or(|(vp, _, next)| vp != p || *next > *i)
+            {
+                *video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
+            }
+            let (_, it, next) = video.as_mut().ok_or_else(|| crate::err!("video"))?;
+            loop {
+                let (_, frame) = it
+                    .next()
+                    .ok_or_else(|| crate::err!("{}: frame {i} missing", p.display()))?;
+                *next += 1;
+                if *next > *i {
+                    return frame;
+                }
+            }
+        }
+    }
+}
+
 /// Decode the frames in order; videos are streamed through one ffmpeg process each.
 pub fn read_frames(
     frames: &[FrameRef],
 ) -> impl Iterator<Item = (FrameRef, crate::Result<crate::frame::RgbFrame>)> + '_ {
-    let mut video: Option<(PathBuf, crate::sim::video::VideoFrames, usize)> = None;
-    frames.iter().map(move |f| {
-        let r = match f {
-            FrameRef::File(p) => crate::frame::load_rgb(p),
-            FrameRef::Video(p, i) => (|| {
-                if video
-                    .as_ref()
-                    .is_none_or(|(vp, _, next)| vp != p || *next > *i)
-                {
-                    video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
-                }
-                let (_, it, next) = video.as_mut().ok_or_else(|| crate::err!("video"))?;
-                loop {
-                    let (_, frame) = it
-                        .next()
-                        .ok_or_else(|| crate::err!("{}: frame {i} missing", p.display()))?;
-                    *next += 1;
-                    if *next > *i {
-                        return frame;
+    let mut video: OpenVideo = None;
+    frames
+        .iter()
+        .map(move |f| (f.clone(), read_one(&mut video, f)))
+}
+
+/// A recorded sequence as the node's frame source: frames decoded in order, each stamped with
+/// its capture time as it is pulled (before decoding, as a camera's exposure precedes its
+/// readout). A frame that does not decode, or whose size differs from the sequence's (its first
+/// good frame), is a bad frame with its path and cause. `truth[i]`, when given, is frame i's
+/// ground truth: a defective label map travels with its (good) frame as an [`InputDefect`].
+pub struct SequenceSource {
+    frames: Vec<FrameRef>,
+    truth: Vec<FrameTruth>,
+    next: usize,
+    video: OpenVideo,
+    size: Option<(usize, usize)>,
+}
+
+impl SequenceSource {
+    pub fn new(frames: Vec<FrameRef>, truth: Vec<FrameTruth>) -> Self {
+        Self {
+            frames,
+            truth,
+            next: 0,
+            video: None,
+            size: None,
+        }
+    }
+}
+
+impl FrameSource for SequenceSource {
+    type Payload = RgbFrame;
+
+    fn next_item(&mut self, ctx: &SourceCtx<'_>) -> crate::Result<Option<SourceItem<RgbFrame>>> {
+        if ctx.is_stopped() {
+            return Ok(None);
+        }
+        let Some(fref) = self.frames.get(self.next) else {
+            return Ok(None);
+        };
+        let i = self.next;
+        self.next += 1;
+        let capture = ctx.now();
+        let path = fref.name();
+        Ok(Some(match read_one(&mut self.video, fref) {
+            Err(e) => {
+                let cause = e.one_line();
+                // The decoder's message starts with the path; the alert carries it apart.
+                let cause = cause
+                    .strip_prefix(&format!("{path}: "))
+                    .map(str::to_string)
+                    .unwrap_or(cause);
+                SourceItem::Bad { path, cause }
+            }
+            Ok(f) => match self.size {
+                Some((w, h)) if (w, h) != (f.width, f.height) => SourceItem::Bad {
+                    path,
+                    cause: format!("frame is {}x{}, the sequence is {w}x{h}", f.width, f.height),
+                },
+                _ => {
+                    self.size = Some((f.width, f.height));
+                    let defects = match self.truth.get(i) {
+                        Some(FrameTruth::Defect { label_map, cause }) => vec![InputDefect {
+                            path: label_map.display().to_string(),
+                            cause: cause.clone(),
+                        }],
+                        _ => Vec::new(),
+                    };
+                    SourceItem::Frame {
+                        path,
+                        capture: Some(capture),
+                        payload: f,
+                        defects,
                     }
                 }
-            })(),
-        };
-        (f.clone(), r)
-    })
+            },
+        }))
+    }
+}
+
+/// A source paced at a camera rate: item `i` is pulled at `t0 + i / fps` on the node's clock,
+/// `t0` when the first is asked for. Waiting ends early when the node stops.
+pub struct Paced<S> {
+    inner: S,
+    fps: f64,
+    t0: Option<Instant>,
+    i: u64,
+}
+
+impl<S> Paced<S> {
+    /// `fps` must be positive and finite (a scenario holds it to [`crate::sim::scenario::FPS`]).
+    pub fn new(inner: S, fps: f64) -> crate::Result<Self> {
+        crate::ensure!(
+            fps.is_finite() && fps > 0.0,
+            "camera rate must be a positive number of frames/s, got {fps:?}"
+        );
+        Ok(Self {
+            inner,
+            fps,
+            t0: None,
+            i: 0,
+        })
+    }
+}
+
+impl<S: FrameSource> FrameSource for Paced<S> {
+    type Payload = S::Payload;
+
+    fn next_item(&mut self, ctx: &SourceCtx<'_>) -> crate::Result<Option<SourceItem<S::Payload>>> {
+        let t0 = *self.t0.get_or_insert_with(|| ctx.now());
+        let due = Duration::try_from_secs_f64(self.i as f64 / self.fps)
+            .ok()
+            .and_then(|d| t0.checked_add(d))
+            .ok_or_else(|| crate::err!("frame {} at {} fps is too far ahead", self.i, self.fps))?;
+        if !ctx.sleep_until(due) {
+            return Ok(None);
+        }
+        self.i += 1;
+        self.inner.next_item(ctx)
+    }
 }
 
 #[cfg(test)]
@@ -212,5 +343,39 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).ok();
         assert!(list_frames(&dir).is_err());
+    }
+
+    #[test]
+    fn paced_items_are_due_at_the_camera_rate_on_the_nodes_clock() {
+        use crate::node::{Clock, ManualClock, StopFlag};
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let stop = StopFlag::new();
+        let ctx = SourceCtx {
+            stop: &stop,
+            clock: &clock,
+        };
+        let items = (0..4).map(|i| SourceItem::frame(format!("f{i}"), None, i));
+        let mut src = Paced::new(crate::node::IterSource(items), 20.0).unwrap();
+        let mut due = Vec::new();
+        while src.next_item(&ctx).unwrap().is_some() {
+            due.push((clock.now() - t0).as_millis());
+        }
+        assert_eq!(due, [0, 50, 100, 150]);
+        stop.stop();
+        let mut src = Paced::new(
+            crate::node::IterSource(std::iter::repeat(SourceItem::frame("x", None, 0))),
+            1.0,
+        )
+        .unwrap();
+        assert!(
+            src.next_item(&ctx).unwrap().is_none(),
+            "a stopped node pulls nothing"
+        );
+        assert!(Paced::new(
+            crate::node::IterSource(std::iter::empty::<SourceItem<u8>>()),
+            0.0
+        )
+        .is_err());
     }
 }
