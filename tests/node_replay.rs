@@ -343,6 +343,68 @@ fn unknown_keys_and_bad_values_are_rejected() {
     assert_one_line_error(&out, &[&format!("{}:4:", cfg.display()), "queue"]);
 }
 
+#[test]
+fn out_of_range_values_are_refused_at_load_naming_the_flag_or_the_line() {
+    // The reproducers: each used to panic in a node thread and hang.
+    for (flag, value, want) in [
+        ("--fps", "1e-300", "fps must be in 0.01..=10000, got 1e-300"),
+        (
+            "--deadline-ms",
+            "1e300",
+            "deadline must be in 0.1..=3600000, got 1e300",
+        ),
+        ("--queue", "0", "queue must be in 1..=64, got 0"),
+        ("--limit", "-1", "limit must be a number"),
+        (
+            "--score-thresh",
+            "NaN",
+            "score threshold must be in 0..=1, got NaN",
+        ),
+        (
+            "--gt-min-pixels",
+            "0",
+            "gt-min-pixels must be in 1..=100000000, got 0",
+        ),
+    ] {
+        let out = bin()
+            .args(["replay", "--model", "ssdlite-ped", "--source", "sim/vtest"])
+            .args([flag, value])
+            .args(["--limit", "5", "--report"])
+            .arg(tmpdir("bounds").join("r.json"))
+            .output()
+            .unwrap();
+        assert_one_line_error(&out, &[&format!("'{flag} <"), want]);
+    }
+    // The same values in a scenario name its file and line.
+    for (key, want) in [
+        ("fps: 1e-300", "fps must be in 0.01..=10000, got 1e-300"),
+        (
+            "deadline_ms: 1e300",
+            "deadline_ms must be in 0.1..=3600000, got 1e300",
+        ),
+        ("queue: 1000", "queue must be in 1..=64, got 1000"),
+        (
+            "gt_min_pixels: 0",
+            "gt_min_pixels must be in 1..=100000000, got 0",
+        ),
+        (
+            "score_thresh: 2.0",
+            "score_thresh must be in 0..=1, got 2.0",
+        ),
+    ] {
+        let rate = if key.starts_with("fps") {
+            "limit: 0"
+        } else {
+            "fps: 17.0"
+        };
+        let (out, cfg) = replay_config(
+            &format!("(\n    sources: [\"src\"],\n    {key},\n    {rate},\n)\n"),
+            "ronbounds",
+        );
+        assert_one_line_error(&out, &[&format!("{}:3: {want}", cfg.display())]);
+    }
+}
+
 /// The cause a CPU-only binary gives for a CUDA device.
 const NO_CUDA: &str =
     "this binary was built without --features cuda; build with ../shared/tools/cuda/build-cuda.sh";
@@ -667,7 +729,7 @@ impl Perceive for Costly {
     type Outcome = ();
     fn perceive(&mut self, f: &Frame<()>, ctx: &mut FrameCtx<'_>) -> pedcache::Result<()> {
         let end = f.capture + Duration::from_millis(self.cost_ms[f.index]);
-        self.clock.sleep_until(end, ctx.stop_flag());
+        self.clock.sleep_until(end, ctx.cancel_flag());
         Ok(())
     }
 }

@@ -73,6 +73,16 @@ pub trait Staged {
     fn select(&self, state: &Self::State, keep: &[usize]) -> Result<Self::State>;
     /// The rest of the network after the last stage.
     fn finish(&self, state: Self::State) -> Result<Vec<Self::Output>>;
+    /// [`Self::finish`], giving up with an error between its own steps once `cancel()` says so
+    /// (a stopping node must not wait out a long one). By default the rest is one step.
+    fn finish_until(
+        &self,
+        state: Self::State,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Vec<Self::Output>> {
+        let _ = cancel;
+        self.finish(state)
+    }
     /// Analytic FLOPs of one batch item: cumulative after each stage, and the whole network.
     fn flops_profile(&self, input: &Self::Input) -> Result<FlopsProfile>;
 

@@ -261,6 +261,26 @@ impl Staged for AnyDetector {
         }
     }
 
+    fn finish_until(
+        &self,
+        state: AnyState,
+        cancel: &dyn Fn() -> bool,
+    ) -> candle_core::Result<Vec<AnyOutput>> {
+        match (self, state) {
+            (AnyDetector::Ssd(m), AnyState::Ssd(s)) => Ok(m
+                .finish_until(s, cancel)?
+                .into_iter()
+                .map(AnyOutput::Ssd)
+                .collect()),
+            (AnyDetector::Rcnn(m), AnyState::Rcnn(s)) => Ok(m
+                .finish_until(s, cancel)?
+                .into_iter()
+                .map(AnyOutput::Rcnn)
+                .collect()),
+            _ => Err(mismatch()),
+        }
+    }
+
     fn flops_profile(&self, input: &AnyInput) -> candle_core::Result<FlopsProfile> {
         match (self, input) {
             (AnyDetector::Ssd(m), AnyInput::Ssd(x)) => m.flops_profile(x),

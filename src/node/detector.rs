@@ -101,7 +101,7 @@ impl<D: Staged> Staged for Cancellable<'_, D> {
     }
     fn finish(&self, state: D::State) -> Result<Vec<D::Output>> {
         self.go_on()?;
-        self.inner.finish(state)
+        self.inner.finish_until(state, &|| self.stop.is_stopped())
     }
     fn flops_profile(&self, input: &D::Input) -> Result<FlopsProfile> {
         self.inner.flops_profile(input)

@@ -9,7 +9,7 @@
 //!
 //! Lifecycle: [`Perception::new`] (a loaded detector, its calibrated exits, a
 //! [`PerceptionConfig`]), [`Perception::process`] per frame (or a [`crate::node::Node`] calls it),
-//! [`Perception::stop`] at the end. A set stop flag cancels a frame between two detector stages.
+//! [`Perception::stop`] at the end. A frame the node cancels ends between two detector stages.
 
 use super::alert::{Alert, HitPolicy};
 use super::clock::{ms, StopFlag, SystemClock};
@@ -222,23 +222,24 @@ where
     /// Process one frame on this thread with the system clock; the alerts come back together.
     pub fn process(&mut self, frame: &Frame<RgbFrame>) -> crate::Result<Processed> {
         let mut alerts = Vec::new();
-        let stop = StopFlag::new();
+        let never = StopFlag::new();
         let mut publish = |a: Alert| alerts.push(a);
-        let mut ctx = FrameCtx::new(&mut publish, &stop, &SystemClock);
+        let mut ctx = FrameCtx::new(&mut publish, &never, &SystemClock);
         let outcome = self.process_with(frame, &mut ctx)?;
         Ok(Processed { alerts, outcome })
     }
 
     /// Process one frame, publishing each alert through `ctx` as soon as it is known.
-    /// [`crate::Error::Cancelled`] when `ctx` says stop before the frame is done.
+    /// [`crate::Error::Cancelled`] when `ctx` cancels the frame before it is done (checked
+    /// between detector stages).
     pub fn process_with(
         &mut self,
         frame: &Frame<RgbFrame>,
         ctx: &mut FrameCtx<'_>,
     ) -> crate::Result<FrameOutcome> {
-        let stop = ctx.stop_flag().clone();
-        self.frame(frame, ctx, &stop).map_err(|e| {
-            if stop.is_stopped() {
+        let cancel = ctx.cancel_flag().clone();
+        self.frame(frame, ctx, &cancel).map_err(|e| {
+            if cancel.is_stopped() {
                 crate::Error::Cancelled
             } else {
                 e

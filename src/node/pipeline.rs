@@ -4,9 +4,11 @@
 //! Threads: the source thread pulls from the [`FrameSource`] into the frame queue; perception runs
 //! on the caller's thread; the bus thread fans alerts out to one thread per [`Planner`]. Every
 //! thread runs under a [`Supervisor`]: an error or a panic in any of them is that stage's failure,
-//! stops the run, and the run ends as [`Ending::Failed`]. Every wait checks the stop flag, and
-//! once the run is stopping the node waits at most [`NodeSettings::stop_grace`] for a thread
-//! that is still busy (a source blocked in a read, a planner stuck in a call) before leaving it
+//! stops the run, and the run ends as [`Ending::Failed`]. Every wait checks the stop flag. After a
+//! stop, perception finishes the frames it already has for at most [`NodeSettings::drain`], then
+//! the frame in flight is cancelled between two detector stages and the rest is dropped (a
+//! failure cancels at once); the node then waits at most [`NodeSettings::stop_grace`] for a
+//! thread still busy (a source blocked in a read, a planner stuck in a call) before leaving it
 //! behind: a run always ends.
 
 use super::alert::{Alert, Envelope};
@@ -34,8 +36,12 @@ pub struct NodeSettings {
     /// The source waits for room instead of dropping frames: every frame is processed and a run
     /// is deterministic (replays "as fast as possible"). Off for a live camera.
     pub lockstep: bool,
-    /// Once the run is stopping, how long the node waits for a thread still busy before
-    /// leaving it behind.
+    /// After a stop, how long perception may go on with the frames it already has (the one
+    /// in flight, those queued) before the rest is dropped and the frame in flight cancelled
+    /// between two detector stages. A failing stage cancels at once.
+    pub drain: Duration,
+    /// Once perception has stopped, how long the node waits for a thread still busy (a source
+    /// blocked in a read, a planner stuck in a call) before leaving it behind.
     pub stop_grace: Duration,
 }
 
@@ -45,7 +51,8 @@ impl Default for NodeSettings {
             queue: 2,
             deadline: Duration::from_millis(100),
             lockstep: false,
-            stop_grace: Duration::from_millis(1000),
+            drain: Duration::from_millis(500),
+            stop_grace: Duration::from_millis(500),
         }
     }
 }
@@ -57,8 +64,8 @@ impl NodeSettings {
         check_range("queue", self.queue, QUEUE).map_err(crate::Error::msg)?;
         check_range("deadline_ms", ms(self.deadline), DEADLINE_MS).map_err(crate::Error::msg)?;
         crate::ensure!(
-            self.stop_grace <= Duration::from_secs(60),
-            "stop_grace must be at most 60 s"
+            self.stop_grace <= Duration::from_secs(60) && self.drain <= Duration::from_secs(60),
+            "drain and stop_grace must be at most 60 s"
         );
         Ok(())
     }
@@ -72,7 +79,7 @@ pub trait Perceive {
     type Outcome;
 
     /// Process one frame, publishing alerts through `ctx` as soon as they are known. Return
-    /// [`crate::Error::Cancelled`] when `ctx` says the node is stopping and the frame was left
+    /// [`crate::Error::Cancelled`] when `ctx` says to give the frame up and it was left
     /// unfinished; any other `Err` ends the run as a failure of the perception stage.
     fn perceive(
         &mut self,
@@ -90,20 +97,20 @@ pub trait Perceive {
 /// What perception sees of the node while it processes a frame.
 pub struct FrameCtx<'a> {
     publish: &'a mut dyn FnMut(Alert),
-    stop: &'a StopFlag,
+    cancel: &'a StopFlag,
     clock: &'a dyn Clock,
 }
 
 impl<'a> FrameCtx<'a> {
-    /// A context outside a node: alerts go to `publish`.
+    /// A context outside a node: alerts go to `publish`; `cancel` set means give the frame up.
     pub fn new(
         publish: &'a mut dyn FnMut(Alert),
-        stop: &'a StopFlag,
+        cancel: &'a StopFlag,
         clock: &'a dyn Clock,
     ) -> Self {
         Self {
             publish,
-            stop,
+            cancel,
             clock,
         }
     }
@@ -113,13 +120,15 @@ impl<'a> FrameCtx<'a> {
         (self.publish)(alert)
     }
 
-    /// The node is stopping: finish the frame early if it can.
-    pub fn is_stopped(&self) -> bool {
-        self.stop.is_stopped()
+    /// The node needs the frame given up (it is stopping and its drain time is over, or a stage
+    /// failed): return [`crate::Error::Cancelled`] as soon as possible.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_stopped()
     }
 
-    pub fn stop_flag(&self) -> &StopFlag {
-        self.stop
+    /// The flag behind [`Self::is_cancelled`], for work that checks it on its own.
+    pub fn cancel_flag(&self) -> &StopFlag {
+        self.cancel
     }
 
     /// The node's clock.
@@ -303,6 +312,25 @@ impl Node {
             })?
         };
 
+        let perception_done = StopFlag::new();
+        // No drain: a stop cancels the frame in flight at once.
+        let cancel = if settings.drain.is_zero() {
+            sup.stop_flag().clone()
+        } else {
+            StopFlag::new()
+        };
+        if !settings.drain.is_zero() {
+            let (sup, cancel, done, drain) = (
+                sup.clone(),
+                cancel.clone(),
+                perception_done.clone(),
+                settings.drain,
+            );
+            std::thread::Builder::new()
+                .name("drain-timer".into())
+                .spawn(move || drain_timer(&sup, &cancel, &done, drain))
+                .map_err(|e| crate::err!("starting the drain timer: {e}"))?;
+        }
         let mut p = PerceptionLoop {
             records: Vec::new(),
             bad: Vec::new(),
@@ -311,13 +339,15 @@ impl Node {
             misses: 0,
             deadline_ms: ms(settings.deadline),
         };
-        p.run(task, &q, &bus_tx, &sup, &*clock);
+        p.run(task, &q, &bus_tx, &sup, &cancel, &*clock);
+        perception_done.stop();
 
-        // Winding down. What is still queued was not perceived.
+        // Winding down. Closed first, so that nothing lands after the drain: what is still
+        // queued was not perceived, and a later push is counted by the source itself.
+        q.close();
         for w in q.drain() {
             p.leftover(w, &bus_tx, &sup);
         }
-        q.close();
         let mut since_stop = None;
         wait_done(
             &source_done,
@@ -408,6 +438,22 @@ fn spawn_stage(
         })
         .map_err(|e| crate::err!("starting the {stage} thread: {e}"))?;
     Ok(done_rx)
+}
+
+/// Sets `cancel` once the run is stopping and perception has had `drain` for the frames it
+/// holds, or at once when a stage failed; ends with perception.
+fn drain_timer(sup: &Supervisor, cancel: &StopFlag, perception_done: &StopFlag, drain: Duration) {
+    while !sup.is_stopped() {
+        if perception_done.is_stopped() {
+            return;
+        }
+        sup.stop_flag().sleep(POLL);
+    }
+    let until = Instant::now() + drain;
+    while Instant::now() < until && !sup.failed() && !perception_done.is_stopped() {
+        perception_done.sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+    }
+    cancel.stop();
 }
 
 /// Wait for a thread to end; once the run is stopping, at most `grace` after the stop was first
@@ -509,42 +555,49 @@ fn run_source<S: FrameSource>(
                 cause: d.cause,
                 skipped: false,
             };
-            if lockstep {
-                if q.push_wait(report, &stopping).is_err() {
-                    stats().dropped_at_stop.push(i);
-                    return Ok(());
-                }
+            let pushed = if lockstep {
+                q.push_wait(report, &stopping).is_ok()
             } else {
                 // Never waits and evicts nothing (a report is a few bytes beyond the bound).
-                q.push_evict(report, |_| false);
-            }
-        }
-        if lockstep {
-            if let Err(w) = q.push_wait(work, &stopping) {
-                if let Work::Frame(f) = w {
-                    stats().dropped_at_stop.push(f.index);
-                }
+                q.push_evict(report, |_| false).is_ok()
+            };
+            if !pushed {
+                stats().dropped_at_stop.push(i);
                 return Ok(());
             }
+        }
+        // Measured on the real clock: it is a property of this machine, not of the run.
+        let t = Instant::now();
+        let pushed = if lockstep {
+            q.push_wait(work, &stopping).map(|()| None)
         } else {
-            // Measured on the real clock: it is a property of this machine, not of the run.
-            let t = Instant::now();
-            let evicted = q.push_evict(work, |w| matches!(w, Work::Frame(_)));
-            let push_ms = ms(t.elapsed());
-            let mut st = stats();
-            st.max_push_ms = st.max_push_ms.max(push_ms);
-            if let Some(Work::Frame(f)) = evicted {
-                st.dropped.push(f.index);
-                drop(st);
-                // The bus is drained by a thread that never waits on perception.
-                send_until(
-                    bus,
-                    Envelope {
-                        alert: Alert::FrameDropped { frame: f.index },
-                        capture: Some(f.capture),
-                    },
-                    &|| sup.abandoned(),
-                );
+            q.push_evict(work, |w| matches!(w, Work::Frame(_)))
+        };
+        let push_ms = ms(t.elapsed());
+        let mut st = stats();
+        match pushed {
+            // Stopping (or stopped): perception will not see it.
+            Err(_) => {
+                st.dropped_at_stop.push(i);
+                return Ok(());
+            }
+            Ok(evicted) => {
+                if !lockstep {
+                    st.max_push_ms = st.max_push_ms.max(push_ms);
+                }
+                if let Some(Work::Frame(f)) = evicted {
+                    st.dropped.push(f.index);
+                    drop(st);
+                    // The bus is drained by a thread that never waits on perception.
+                    send_until(
+                        bus,
+                        Envelope {
+                            alert: Alert::FrameDropped { frame: f.index },
+                            capture: Some(f.capture),
+                        },
+                        &|| sup.abandoned(),
+                    );
+                }
             }
         }
     }
@@ -598,6 +651,7 @@ impl<O> PerceptionLoop<O> {
         q: &FrameQueue<Work<T::Payload>>,
         bus: &Sender<Envelope>,
         sup: &Supervisor,
+        cancel: &StopFlag,
         clock: &dyn Clock,
     ) {
         let give_up = || sup.abandoned();
@@ -607,11 +661,14 @@ impl<O> PerceptionLoop<O> {
                 Ok(Err(e)) => fail_with(sup, "perception", e),
                 Err(p) => sup.fail("perception", format!("panicked: {}", panic_message(&*p))),
             }
-            if sup.is_stopped() {
+            // Stopped: drain what is queued until the drain time is over; failed: stop now.
+            let stopping = sup.is_stopped();
+            if sup.failed() || cancel.is_stopped() {
                 return;
             }
             let frame = match q.pop_timeout(POLL) {
                 Pop::Closed => return,
+                Pop::Empty if stopping => return,
                 Pop::Empty => continue,
                 Pop::Item(Work::Frame(f)) => f,
                 Pop::Item(bad @ Work::Bad { .. }) => {
@@ -619,6 +676,7 @@ impl<O> PerceptionLoop<O> {
                     continue;
                 }
             };
+            log::debug!("perception: frame {} started", frame.index);
             let picked = clock.now();
             let capture = frame.capture;
             let mut publish = |a: Alert| {
@@ -631,7 +689,7 @@ impl<O> PerceptionLoop<O> {
                     &give_up,
                 );
             };
-            let mut ctx = FrameCtx::new(&mut publish, sup.stop_flag(), clock);
+            let mut ctx = FrameCtx::new(&mut publish, cancel, clock);
             let result = catch_unwind(AssertUnwindSafe(|| task.perceive(&frame, &mut ctx)));
             let failed = |cause: String| format!("frame {} ({}): {cause}", frame.index, frame.path);
             match result {

@@ -51,9 +51,13 @@ impl<T> FrameQueue<T> {
 
     /// Push without ever waiting: when the queue is full, remove and return the oldest item for
     /// which `evictable` holds (items that are not evictable, e.g. bad-frame reports, stay and may
-    /// briefly exceed the bound: they are a few bytes).
-    pub fn push_evict(&self, item: T, evictable: impl Fn(&T) -> bool) -> Option<T> {
+    /// briefly exceed the bound: they are a few bytes). On a closed queue the item comes back as
+    /// `Err`: nobody will take it.
+    pub fn push_evict(&self, item: T, evictable: impl Fn(&T) -> bool) -> Result<Option<T>, T> {
         let mut st = self.lock();
+        if st.closed {
+            return Err(item);
+        }
         let mut evicted = None;
         if st.items.len() >= self.cap {
             if let Some(pos) = st.items.iter().position(&evictable) {
@@ -63,16 +67,19 @@ impl<T> FrameQueue<T> {
         st.items.push_back(item);
         drop(st);
         self.ready.notify_one();
-        evicted
+        Ok(evicted)
     }
 
     /// Push, waiting while the queue is full (lockstep replay), but at most until `give_up()`
-    /// says so (it is asked every [`POLL`]); then the item comes back.
+    /// says so (it is asked every [`POLL`]), or the queue is closed; then the item comes back.
     pub fn push_wait(&self, item: T, give_up: &dyn Fn() -> bool) -> Result<(), T> {
         let mut st = self.lock();
-        while st.items.len() >= self.cap && !st.closed {
-            if give_up() {
+        loop {
+            if st.closed || (st.items.len() >= self.cap && give_up()) {
                 return Err(item);
+            }
+            if st.items.len() < self.cap {
+                break;
             }
             st = self
                 .space
@@ -141,12 +148,15 @@ mod tests {
     #[test]
     fn evicts_oldest_evictable_and_drains_after_close() {
         let q = FrameQueue::new(2);
-        assert_eq!(q.push_evict(1, |_| true), None);
-        assert_eq!(q.push_evict(-2, |_| true), None);
+        assert_eq!(q.push_evict(1, |_| true), Ok(None));
+        assert_eq!(q.push_evict(-2, |_| true), Ok(None));
         // -2 is not evictable: 1 goes, then 3 is the oldest evictable.
-        assert_eq!(q.push_evict(3, |x: &i32| *x > 0), Some(1));
-        assert_eq!(q.push_evict(4, |x: &i32| *x > 0), Some(3));
+        assert_eq!(q.push_evict(3, |x: &i32| *x > 0), Ok(Some(1)));
+        assert_eq!(q.push_evict(4, |x: &i32| *x > 0), Ok(Some(3)));
         q.close();
+        // Closed: nothing more goes in.
+        assert_eq!(q.push_evict(5, |_| true), Err(5));
+        assert_eq!(q.push_wait(6, &|| false), Err(6));
         let pop = || q.pop_timeout(Duration::ZERO);
         assert_eq!(
             (pop(), pop(), pop()),

@@ -172,15 +172,35 @@ impl MaskRcnn {
 
     /// Everything after the body, for one batch.
     pub fn heads(&self, state: RcnnState) -> Result<Vec<RcnnOutput>> {
+        self.heads_until(state, &|| false)
+    }
+
+    /// [`Self::heads`], giving up between its steps (FPN, RPN, box head, mask head: each a
+    /// sizeable share of a frame) once `cancel()` says so.
+    pub fn heads_until(
+        &self,
+        state: RcnnState,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Vec<RcnnOutput>> {
+        let go_on = || {
+            if cancel() {
+                Err(candle_core::Error::Msg("cancelled".into()))
+            } else {
+                Ok(())
+            }
+        };
         let levels = self.fpn(&state.layers)?;
+        go_on()?;
         let proposals = self.rpn.forward(&levels, &state.image_sizes)?;
         let mut outs = Vec::with_capacity(proposals.len());
         for (img, props) in proposals.into_iter().enumerate() {
             let size = state.image_sizes[img];
             let orig = state.original_sizes[img];
+            go_on()?;
             let dets = self
                 .roi_heads
                 .detect_boxes(&levels[..4], img, &props, size)?;
+            go_on()?;
             let masks = self
                 .roi_heads
                 .detect_masks(&levels[..4], img, &dets, size)?;
@@ -319,5 +339,9 @@ impl Staged for MaskRcnn {
 
     fn finish(&self, state: RcnnState) -> Result<Vec<RcnnOutput>> {
         self.heads(state)
+    }
+
+    fn finish_until(&self, state: RcnnState, cancel: &dyn Fn() -> bool) -> Result<Vec<RcnnOutput>> {
+        self.heads_until(state, cancel)
     }
 }
