@@ -5,6 +5,7 @@
 //! [`AnyDetector`] is a [`Staged`] network like each detector it holds (its inputs, states and
 //! outputs are enums over theirs), so the cache engine and the node take it as they take either
 //! detector; the results are the held detector's, unchanged.
+#![warn(missing_docs)]
 
 use super::maskrcnn::{MaskCrop, MaskRcnn, RcnnOutput, RcnnState, Transformed};
 use super::ssdlite::{SsdLite, SsdState, TileDetections, TileMode};
@@ -135,28 +136,36 @@ fn standin_maskrcnn(device: &Device) -> crate::Result<MaskRcnn> {
 /// Either detector.
 #[derive(Clone, Debug)]
 pub enum AnyDetector {
+    /// `ssdlite-ped`.
     Ssd(Box<SsdLite>),
+    /// `maskrcnn-r50-fpn`.
     Rcnn(Box<MaskRcnn>),
 }
 
 /// An [`AnyDetector`]'s preprocessed batch.
 #[derive(Clone, Debug)]
 pub enum AnyInput {
+    /// SSDLite's tiles, `[tiles, 3, 300, 300]`.
     Ssd(Tensor),
+    /// Mask R-CNN's resized, padded batch.
     Rcnn(Transformed),
 }
 
 /// An [`AnyDetector`]'s state between stages.
 #[derive(Clone, Debug)]
 pub enum AnyState {
+    /// SSDLite's state.
     Ssd(SsdState),
+    /// Mask R-CNN's state.
     Rcnn(RcnnState),
 }
 
 /// An [`AnyDetector`]'s output for one batch item.
 #[derive(Clone, Debug)]
 pub enum AnyOutput {
+    /// SSDLite's detections in one tile.
     Ssd(TileDetections),
+    /// Mask R-CNN's detections in one frame.
     Rcnn(RcnnOutput),
 }
 

@@ -33,10 +33,13 @@ impl std::str::FromStr for HitPolicy {
 pub enum Alert {
     /// A cache exit answered for the frame (`pedestrian`: the class means "pedestrian present").
     EarlyAlert {
+        /// The frame's index in its source.
         frame: usize,
         /// The layer the exit sits on.
         exit: String,
+        /// The class the exit predicted.
         class: usize,
+        /// Whether that class means "pedestrian present".
         pedestrian: bool,
         /// Calibrated confidence of the exit's answer.
         confidence: f32,
@@ -45,28 +48,42 @@ pub enum Alert {
     },
     /// Full-detection result for the frame, boxes `[x1, y1, x2, y2]` in frame pixels.
     Detections {
+        /// The frame's index in its source.
         frame: usize,
+        /// Boxes at or above the node's score threshold.
         boxes: Vec<[f32; 4]>,
+        /// Each box's score.
         scores: Vec<f32>,
+        /// Each box's label (1 = pedestrian for SSDLite, COCO ids for Mask R-CNN).
         labels: Vec<u32>,
         /// Detections at or above the node's score threshold that are pedestrians.
         pedestrians: usize,
+        /// Capture -> alert published.
         latency_ms: f64,
     },
     /// Perception was behind: the frame was dropped unseen (the oldest pending one), or the run
     /// stopped before perception reached it.
-    FrameDropped { frame: usize },
+    FrameDropped {
+        /// The frame's index in its source.
+        frame: usize,
+    },
     /// The frame could not be used (`path` names the file: the frame, or a defective input of a
     /// frame that still ran, such as its label map).
     BadFrame {
+        /// The frame's index in its source.
         frame: usize,
+        /// The file that could not be used.
         path: String,
+        /// Why, as one line.
         cause: String,
     },
     /// Perception finished the frame after its deadline.
     DeadlineMiss {
+        /// The frame's index in its source.
         frame: usize,
+        /// Capture -> perception done.
         latency_ms: f64,
+        /// The node's deadline.
         deadline_ms: f64,
     },
 }
@@ -96,6 +113,7 @@ impl Alert {
 /// An alert with the capture time of its frame (not serialized: the bus is in-process).
 #[derive(Clone, Debug)]
 pub struct Envelope {
+    /// The alert itself.
     pub alert: Alert,
     /// When the frame was captured (`None` for reports about unreadable inputs).
     pub capture: Option<Instant>,

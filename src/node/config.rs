@@ -2,7 +2,7 @@
 //! held to. Errors name the file, the line where known, and the reason. Relative paths are taken
 //! from the current directory.
 //!
-//! A replay scenario (`sim/*.ron`, [`crate::sim::scenario::Scenario`]) holds these keys too, plus
+//! A replay scenario (`sim/*.ron`, `sim::scenario::Scenario`) holds these keys too, plus
 //! what replaying adds (sources, camera rate, ground truth).
 
 use super::alert::HitPolicy;
@@ -78,6 +78,7 @@ pub struct NodeConfig {
     #[serde(default = "default_deadline")]
     pub deadline_ms: f64,
     #[serde(default)]
+    /// What a cache hit does to the rest of the frame.
     pub policy: HitPolicy,
     /// Pending frames between source and perception (the oldest is dropped beyond it).
     #[serde(default = "default_queue")]

@@ -61,7 +61,9 @@ impl CacheableDetector for AnyDetector {
 /// A staged detector that refuses to start a stage (or the rest of the network) once `stop` is
 /// set, so a frame in flight ends within one stage of a stop.
 pub struct Cancellable<'a, D> {
+    /// The detector that does the work.
     pub inner: &'a D,
+    /// Set: no further stage starts.
     pub stop: &'a StopFlag,
 }
 

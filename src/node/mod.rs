@@ -4,7 +4,7 @@
 //!
 //! - [`FrameSource`]: what the node pulls frames from, each with its capture time. Bring your
 //!   own (a camera driver), push frames from another thread through [`channel`], or replay
-//!   recorded drives with the sources in [`crate::sim`].
+//!   recorded drives with the replay harness's sources (`sim::source`).
 //! - [`Perception`]: the per-frame task. Built from a detector ([`crate::detect::registry::load`]),
 //!   its calibrated exits ([`CacheExits::load`]) and a [`PerceptionConfig`]; `process(frame)`
 //!   publishes typed [`Alert`]s as soon as it knows them (an `EarlyAlert` from a cache exit before
@@ -78,6 +78,8 @@
 //! # Ok::<(), pedcache::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod alert;
 pub mod clock;
 pub mod config;
@@ -88,7 +90,9 @@ pub mod planner;
 pub mod queue;
 pub mod retrain;
 pub mod source;
+mod stages;
 mod supervise;
+pub mod task;
 
 pub use alert::{Alert, Envelope, HitPolicy};
 pub use clock::{Clock, ManualClock, StopFlag, SystemClock};
@@ -96,11 +100,10 @@ pub use config::NodeConfig;
 pub use perception::{
     CacheExits, FrameOutcome, Perception, PerceptionConfig, PerceptionStats, Processed,
 };
-pub use pipeline::{
-    Ending, FrameCtx, FrameRecord, Node, NodeRun, NodeSettings, Perceive, BUS_CAPACITY,
-};
+pub use pipeline::{Ending, FrameRecord, Node, NodeRun, NodeSettings, BUS_CAPACITY};
 pub use planner::{AlertRecorder, Planner};
 pub use source::{
     channel, ChannelSource, Frame, FrameSender, FrameSource, InputDefect, IterSource, Rejected,
     SourceCtx, SourceItem,
 };
+pub use task::{FrameCtx, Perceive};

@@ -15,9 +15,9 @@ use super::alert::{Alert, HitPolicy};
 use super::clock::{ms, StopFlag, SystemClock};
 use super::config::NodeConfig;
 use super::detector::Cancellable;
-use super::pipeline::{FrameCtx, Perceive};
 use super::retrain::{LiveExits, RetrainConfig, RetrainStats, Retrainer};
 use super::source::Frame;
+use super::task::{FrameCtx, Perceive};
 use crate::cache::calibration::CacheableDetector;
 use crate::cache::enabled::{CacheEnabled, Exit, Resolution};
 use crate::cache::ExitOn;
@@ -102,9 +102,13 @@ impl CacheExits {
 /// What perception did with one frame.
 #[derive(Clone, Debug, Default)]
 pub struct FrameOutcome {
+    /// Frame width, pixels.
     pub width: usize,
+    /// Frame height, pixels.
     pub height: usize,
+    /// Units (tiles) the frame was split into.
     pub units: usize,
+    /// Analytic FLOPs spent on the frame (stages run, heads evaluated).
     pub flops: u64,
     /// Full-detector FLOPs for the same frame (what a node without exits spends).
     pub full_flops: u64,
@@ -130,7 +134,9 @@ impl FrameOutcome {
 /// [`Perception::process`]'s result: the alerts in publishing order, and the outcome.
 #[derive(Clone, Debug)]
 pub struct Processed {
+    /// Alerts in publishing order.
     pub alerts: Vec<Alert>,
+    /// What perception did with the frame.
     pub outcome: FrameOutcome,
 }
 
@@ -206,6 +212,7 @@ where
         })
     }
 
+    /// The detector perception runs.
     pub fn detector(&self) -> &D {
         &self.detector
     }
@@ -215,6 +222,7 @@ where
         &self.layers
     }
 
+    /// How perception runs.
     pub fn config(&self) -> &PerceptionConfig {
         &self.cfg
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 /// What [`FrameQueue::pop_timeout`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pop<T> {
+    /// The oldest item.
     Item(T),
     /// Nothing came within the timeout.
     Empty,
@@ -32,6 +33,7 @@ pub struct FrameQueue<T> {
 }
 
 impl<T> FrameQueue<T> {
+    /// A queue holding at most `cap` items (at least 1).
     pub fn new(cap: usize) -> Self {
         Self {
             state: Mutex::new(State {
@@ -132,10 +134,12 @@ impl<T> FrameQueue<T> {
         self.space.notify_all();
     }
 
+    /// Items queued now.
     pub fn len(&self) -> usize {
         self.lock().items.len()
     }
 
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

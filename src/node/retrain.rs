@@ -49,6 +49,7 @@ pub struct LiveExits {
 }
 
 impl LiveExits {
+    /// A live set that starts as `exits`.
     pub fn new(exits: Vec<Exit>) -> Self {
         Self {
             current: RwLock::new(Arc::new(exits)),
@@ -69,6 +70,7 @@ impl LiveExits {
 }
 
 #[derive(Clone, Debug)]
+/// How the retrainer learns and when it retrains.
 pub struct RetrainConfig {
     /// Medial store bound (units).
     pub store_capacity: usize,
@@ -82,7 +84,9 @@ pub struct RetrainConfig {
     pub queue: usize,
     /// Accuracy-drop budget X of the calibration (`exits.ron`'s `tolerance`).
     pub tolerance: f64,
+    /// Training of each candidate head.
     pub train: TrainConfig,
+    /// Seed of the store's split and the heads' initialisation.
     pub seed: u64,
 }
 
@@ -108,16 +112,24 @@ impl Default for RetrainConfig {
 /// One round on the held-out split: errors and hits of the live and the candidate set.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RoundReport {
+    /// Units in the store.
     pub store: usize,
+    /// Held-out (test split) units the sets were judged on.
     pub held_out: usize,
+    /// The live set's answers that differ from the teacher's.
     pub live_errors: usize,
+    /// Units the live set answered.
     pub live_hits: usize,
+    /// The candidate set's answers that differ from the teacher's.
     pub candidate_errors: usize,
+    /// Units the candidate set answered.
     pub candidate_hits: usize,
+    /// Whether the candidate replaced the live set.
     pub swapped: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+/// What the retrainer did over a run.
 pub struct RetrainStats {
     /// Units offered with a confident teacher and taken by the thread.
     pub samples: usize,
@@ -129,6 +141,7 @@ pub struct RetrainStats {
     pub rounds: usize,
     /// Rounds whose candidate replaced the live exits.
     pub swaps: usize,
+    /// The last round's judgement.
     pub last_round: Option<RoundReport>,
     /// A round that failed (the live exits stay), as one line.
     pub error: Option<String>,

@@ -15,6 +15,7 @@ pub enum SourceItem<T> {
         path: String,
         /// When it was captured; `None`: when the node pulled it from the source.
         capture: Option<Instant>,
+        /// The frame (decoded pixels for perception).
         payload: T,
         /// Inputs that belong to the frame but could not be used (e.g. its ground-truth label
         /// map is missing); each is reported once as `BadFrame` and counted, and the frame is
@@ -22,7 +23,12 @@ pub enum SourceItem<T> {
         defects: Vec<InputDefect>,
     },
     /// A frame that could not be read: reported as `BadFrame`, counted and skipped.
-    Bad { path: String, cause: String },
+    Bad {
+        /// The frame's name or path.
+        path: String,
+        /// Why it could not be read, as one line.
+        cause: String,
+    },
 }
 
 impl<T> SourceItem<T> {
@@ -40,7 +46,9 @@ impl<T> SourceItem<T> {
 /// An input that belongs to a good frame but could not be used: its path and the cause.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputDefect {
+    /// The defective input's path.
     pub path: String,
+    /// Why it could not be used.
     pub cause: String,
 }
 
@@ -49,8 +57,11 @@ pub struct InputDefect {
 pub struct Frame<T> {
     /// Position in the source, counting every item it produced (bad ones too).
     pub index: usize,
+    /// When it was captured, on the node's clock.
     pub capture: Instant,
+    /// A name for reports.
     pub path: String,
+    /// The frame itself.
     pub payload: T,
 }
 
