@@ -127,11 +127,7 @@ fn guard_is_armed() {
     let exe = std::env::current_exe().expect("test binary");
     let status = std::process::Command::new(exe)
         .env("PEDCACHE_GUARD_PROBE", "1")
-        .args([
-            "--exact",
-            "probe_reads_one_past_the_end",
-            "--nocapture",
-        ])
+        .args(["--exact", "probe_reads_one_past_the_end", "--nocapture"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()

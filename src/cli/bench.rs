@@ -1,8 +1,7 @@
 //! `pedcache bench backbone`: time the ResNet50 body (stem + layer1..4) of the Mask R-CNN
 //! backbone on one input size, with our conv engine or candle's stock ops.
 
-use crate::detect::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
-use crate::detect::maskrcnn::MaskRcnn;
+use crate::detect::registry::{self, AnyDetector, Weights};
 use anyhow::Context;
 use candle_core::{Device, Tensor};
 use clap::{Args, Subcommand, ValueEnum};
@@ -87,8 +86,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     let a = match cmd {
         BenchCommand::Backbone(a) => a,
         BenchCommand::StandinWeights { out } => {
-            let arch = resnet50_fpn_arch();
-            let sd = state_dict(&arch, Variant::Hash, &Device::Cpu)?;
+            let sd = registry::standin_state_dict(&Device::Cpu)?;
             candle_core::safetensors::save(&sd, &out)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {} tensors to {}", sd.len(), out.display());
@@ -97,12 +95,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     };
     let (h, w) = parse_size(&a.size)?;
     let dev = Device::Cpu;
-    let model = match &a.weights {
-        Some(p) => MaskRcnn::load(p, &dev)?,
-        None => {
-            let arch = resnet50_fpn_arch();
-            MaskRcnn::from_state_dict(&state_dict(&arch, Variant::Hash, &dev)?, arch, &dev)?
-        }
+    let weights = a.weights.clone().map_or(Weights::Standin, Weights::File);
+    let AnyDetector::Rcnn(model) = registry::load("maskrcnn-r50-fpn", &weights, &dev)? else {
+        anyhow::bail!("the registry gave another detector than Mask R-CNN");
     };
     crate::detect::ops::conv::set_stock_candle(a.engine == Engine::Candle);
     // A smooth deterministic image in the normalised range.

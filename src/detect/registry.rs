@@ -123,14 +123,23 @@ pub fn load(model: &str, weights: &Weights, device: &Device) -> crate::Result<An
     })
 }
 
-/// Mask R-CNN ResNet50-FPN at full width with deterministic stand-in weights
-/// (`detect::maskrcnn::standin`, hash variant).
-fn standin_maskrcnn(device: &Device) -> crate::Result<MaskRcnn> {
+/// The state dict of [`Weights::Standin`]: Mask R-CNN ResNet50-FPN at full width with
+/// deterministic weights (`detect::maskrcnn::standin`, hash variant), torchvision's names.
+pub fn standin_state_dict(
+    device: &Device,
+) -> crate::Result<std::collections::HashMap<String, Tensor>> {
     use super::maskrcnn::standin::{resnet50_fpn_arch, state_dict, Variant};
-    let arch = resnet50_fpn_arch();
-    let sd = state_dict(&arch, Variant::Hash, device)
-        .map_err(|e| crate::err!("building stand-in Mask R-CNN weights: {e}"))?;
-    Ok(MaskRcnn::from_state_dict(&sd, arch, device)?)
+    state_dict(&resnet50_fpn_arch(), Variant::Hash, device)
+        .map_err(|e| crate::err!("building stand-in Mask R-CNN weights: {e}"))
+}
+
+fn standin_maskrcnn(device: &Device) -> crate::Result<MaskRcnn> {
+    let arch = super::maskrcnn::standin::resnet50_fpn_arch();
+    Ok(MaskRcnn::from_state_dict(
+        &standin_state_dict(device)?,
+        arch,
+        device,
+    )?)
 }
 
 /// Either detector.

@@ -10,7 +10,7 @@ use crate::frame::RgbFrame;
 use candle_core::{Result, Tensor};
 
 // Here rather than in `cache/`: the cache engine has no need to know the registry; this impl
-// only forwards to the held detector's own (`cache::calibrate`).
+// only forwards to the held detector's own (`cache::calibration`).
 impl CacheableDetector for AnyDetector {
     fn model_name(&self) -> &'static str {
         self.name().as_str()
