@@ -3,9 +3,8 @@
 //! mid-frame). Each run is bounded by a generous hang guard; the tests assert how it ended, not
 //! how long it took (the time is printed, for the record).
 
-use candle_core::{Device, Result, Tensor};
-use pedcache::cache::calibration::{CacheableDetector, Region};
-use pedcache::detect::{FlopsProfile, FrameDetections, Staged, TeacherTarget};
+mod toy;
+
 use pedcache::frame::RgbFrame;
 use pedcache::node::{
     Alert, AlertRecorder, Ending, Envelope, FrameSource, IterSource, Node, NodeRun, NodeSettings,
@@ -14,124 +13,10 @@ use pedcache::node::{
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Value of a frame's pixels that makes the toy detector panic mid-frame.
-const POISON: u8 = 13;
-
-/// A two-stage toy detector: a frame's answer is its first pixel > 127. It panics in its second
-/// stage on a [`POISON`] frame, and with `hold`, waits in its first stage until the flag is set
-/// (telling `entered` first): a frame in flight when the node stops.
-#[derive(Default)]
-struct Toy {
-    hold: Option<(StopFlag, mpsc::Sender<()>)>,
-}
-
-/// The toy's answer for one frame.
-#[derive(Clone, Debug)]
-struct ToyOut(f32);
-
-impl TeacherTarget for ToyOut {
-    fn target(&self) -> Vec<f32> {
-        vec![1.0 - self.0, self.0]
-    }
-    fn pedestrian(&self, score_thresh: f32) -> bool {
-        self.0 >= score_thresh
-    }
-}
-
-impl FrameDetections for ToyOut {
-    fn frame_boxes(&self, (x, y, w, h): Region, score_thresh: f32) -> Vec<([f32; 4], f32, u32)> {
-        if self.0 >= score_thresh {
-            vec![(
-                [x as f32, y as f32, (x + w) as f32, (y + h) as f32],
-                self.0,
-                1,
-            )]
-        } else {
-            Vec::new()
-        }
-    }
-    fn pedestrian_label(&self) -> u32 {
-        1
-    }
-}
-
-impl Staged for Toy {
-    type Input = Tensor;
-    type State = Tensor;
-    type Output = ToyOut;
-
-    fn stage_names(&self) -> &[&'static str] {
-        &["first", "second"]
-    }
-    fn start(&self, input: &Tensor) -> Result<Tensor> {
-        Ok(input.clone())
-    }
-    fn run_stage(&self, i: usize, state: Tensor) -> Result<Tensor> {
-        if i == 0 {
-            if let Some((stop, entered)) = &self.hold {
-                let _ = entered.send(());
-                while !stop.is_stopped() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-        let v = state.flatten_all()?.to_vec1::<f32>()?;
-        if i == 1 && v.iter().any(|&x| x == POISON as f32 / 255.0) {
-            panic!("toy detector: poisoned frame");
-        }
-        Ok(state)
-    }
-    fn activation<'a>(&self, state: &'a Tensor) -> &'a Tensor {
-        state
-    }
-    fn select(&self, state: &Tensor, keep: &[usize]) -> Result<Tensor> {
-        let idx: Vec<u32> = keep.iter().map(|&k| k as u32).collect();
-        state.index_select(&Tensor::new(idx.as_slice(), state.device())?, 0)
-    }
-    fn finish(&self, state: Tensor) -> Result<Vec<ToyOut>> {
-        Ok(state
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|v| ToyOut(if v > 0.5 { 0.9 } else { 0.1 }))
-            .collect())
-    }
-    fn flops_profile(&self, _: &Tensor) -> Result<FlopsProfile> {
-        Ok(FlopsProfile {
-            through_stage: vec![1, 2],
-            full: 3,
-        })
-    }
-}
-
-impl CacheableDetector for Toy {
-    fn model_name(&self) -> &'static str {
-        "toy"
-    }
-    fn frame_units(&self, frame: &RgbFrame) -> Result<(Tensor, Vec<Region>)> {
-        let v = frame.data[0] as f32 / 255.0;
-        Ok((
-            Tensor::new(&[[[[v]]]], &Device::Cpu)?,
-            vec![(0, 0, frame.width, frame.height)],
-        ))
-    }
-    fn candidate_stages(&self, _: &FlopsProfile) -> Vec<usize> {
-        vec![0]
-    }
-    fn classes(&self) -> usize {
-        2
-    }
-    fn positive(&self) -> usize {
-        1
-    }
-    fn stage_channels(&self, _: usize) -> usize {
-        1
-    }
-}
+use toy::{Toy, POISON};
 
 fn frame(level: u8) -> RgbFrame {
-    RgbFrame::new(4, 2, vec![level; 4 * 2 * 3]).unwrap()
+    toy::frame(level)
 }
 
 /// Frames of the given levels.
@@ -383,6 +268,7 @@ fn stop_in_flight(drain: Duration) -> (NodeRun<pedcache::node::FrameOutcome>, Ve
     let (entered_tx, entered) = mpsc::channel();
     let toy = Toy {
         hold: Some((stop.clone(), entered_tx)),
+        ..Toy::default()
     };
     // Lockstep: frame 0 is the one in flight (nothing is evicted before perception takes it).
     let settings = NodeSettings {

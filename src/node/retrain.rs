@@ -666,4 +666,49 @@ mod tests {
         assert!(stats.error.is_none(), "a cancelled round is not an error");
         assert!(Arc::ptr_eq(&old, &live.load()), "nothing swapped in");
     }
+
+    #[test]
+    fn a_panicking_round_is_reported_as_the_retrainers_failure() {
+        let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
+        let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+        let cfg = RetrainConfig {
+            min_samples: 60,
+            ..RetrainConfig::default()
+        };
+        let mut r = Retrainer::spawn(live, ExitOn::Any, 1, cfg).unwrap();
+        // Units without their input at the exit: the round indexes past them and panics.
+        for i in 0..60 {
+            assert!(r.offer(i, Vec::new(), vec![0.05, 0.95]));
+        }
+        let guard = std::time::Instant::now();
+        let e = loop {
+            if let Err(e) = r.check() {
+                break e;
+            }
+            assert!(
+                guard.elapsed() < Duration::from_secs(60),
+                "no failure reported"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            matches!(
+                e,
+                crate::Error::Stage {
+                    stage: "retrainer",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.one_line()
+                .starts_with("retrainer stage failed: panicked: "),
+            "{e}"
+        );
+        assert!(
+            r.stop(&StopFlag::new(), Duration::ZERO).is_err(),
+            "stop reports it too"
+        );
+    }
 }
