@@ -22,6 +22,11 @@ use super::spec::{Activation, ConvSpec, Geometry, OutPtr, Padding};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+/// Floats per input channel of a block's transformed input: its `[36][TB]` points and tiles,
+/// plus 16 so that consecutive channels, which the GEMM reads one after the other, do not all
+/// map to the same few L1 sets (36 x 48 floats is 108 cache lines, a multiple of 4).
+const CP: usize = 36 * TB + 16;
+
 /// Output channels per group: the GEMM results of one group for one block (36 x 64 x 48
 /// floats, 442 KB) stay in L2 for the output transform.
 const KG: usize = 64;
@@ -121,21 +126,37 @@ pub(crate) fn conv(
         out: OutPtr(out.as_mut_ptr().cast()),
         act: spec.activation,
     };
-    (0..blocks * splits).into_par_iter().for_each_init(
-        || {
-            (
-                Scratch::new(),
-                vec![0f32; 36 * c * TB],
-                // A vector of slack: the output transform reads whole vectors.
-                vec![0f32; 36 * KG * TB + 16],
-            )
-        },
-        |(s, v, m), task| {
-            let (b, sp) = (task / splits, task % splits);
-            let gr = sp * groups_per_split..((sp + 1) * groups_per_split).min(groups);
-            job.block(b, gr, s, v, m);
-        },
-    );
+    let per_block = c * CP;
+    // A vector of slack: the output transform reads whole vectors.
+    let m_len = 36 * KG * TB + 16;
+    if splits == 1 {
+        // Enough blocks: each task transforms its block's input into its own scratch and runs
+        // all output channels on it.
+        (0..blocks).into_par_iter().for_each_init(
+            || (Scratch::new(), vec![0f32; per_block], vec![0f32; m_len]),
+            |(s, v, m), b| {
+                job.transform_block(b, s, v, 0..c);
+                job.gemm_block(b, 0..groups, s, v, m);
+            },
+        );
+    } else {
+        // Few blocks: transform every block's input once, in parallel over (block, input
+        // channel), then split the output-channel groups over tasks.
+        let mut v = vec![0f32; blocks * per_block];
+        v.par_chunks_mut(CP)
+            .enumerate()
+            .for_each_init(Scratch::new, |s, (i, vc)| {
+                job.transform_block(i / c, s, vc, i % c..i % c + 1)
+            });
+        (0..blocks * splits).into_par_iter().for_each_init(
+            || (Scratch::new(), vec![0f32; m_len]),
+            |(s, m), task| {
+                let (b, sp) = (task / splits, task % splits);
+                let gr = sp * groups_per_split..((sp + 1) * groups_per_split).min(groups);
+                job.gemm_block(b, gr, s, &v[b * per_block..(b + 1) * per_block], m);
+            },
+        );
+    }
 }
 
 struct Job<'a> {
@@ -167,42 +188,57 @@ impl Job<'_> {
         segs
     }
 
-    fn block(
+    /// The transformed input of block `b` for input channels `chans`, into `v`: channel
+    /// `chans.start + i` at `v[i * CP..]`, as `[36][TB]` (point, tile).
+    fn transform_block(
+        &self,
+        b: usize,
+        s: &mut Scratch,
+        v: &mut [f32],
+        chans: std::ops::Range<usize>,
+    ) {
+        let g = self.g;
+        let c = self.wt.c;
+        let (top, left) = (g.top as isize, g.left as isize);
+        let hw = g.h * g.w;
+        for &(img, ty, tx, l, lo) in &self.segments(b) {
+            for (ci, vc) in chans.clone().zip(v.chunks_mut(CP)) {
+                let src = &self.x[(img * c + ci) * hw..(img * c + ci + 1) * hw];
+                let (y0, x0) = (4 * ty as isize - top, 4 * tx as isize - left);
+                self.isa_input(s, src, y0, x0, l, vc, lo);
+            }
+        }
+    }
+
+    /// For block `b` with its transformed input `v` (`[C][CP]`): the 36 GEMMs and the
+    /// output transform of every output channel of `groups`.
+    fn gemm_block(
         &self,
         b: usize,
         groups: std::ops::Range<usize>,
         s: &mut Scratch,
-        v: &mut [f32],
+        v: &[f32],
         m: &mut [f32],
     ) {
         let g = self.g;
         let (c, k) = (self.wt.c, self.wt.k);
         let segs = self.segments(b);
         let valid = (self.tiles - b * TB).min(TB);
-        let (top, left) = (g.top as isize, g.left as isize);
-        let (hw, plane) = (g.h * g.w, g.oh * g.ow);
-        for &(img, ty, tx, l, lo) in &segs {
-            for ci in 0..c {
-                let src = &self.x[(img * c + ci) * hw..(img * c + ci + 1) * hw];
-                let (y0, x0) = (4 * ty as isize - top, 4 * tx as isize - left);
-                let vc = &mut v[ci * TB..];
-                self.isa_input(s, src, y0, x0, l, vc, lo);
-            }
-        }
+        let plane = g.oh * g.ow;
         let mr = self.wt.isa.mr();
         let kb_all = k.div_ceil(mr);
         for gi in groups {
             let k0 = gi * KG;
             let kn = KG.min(k - k0);
             for xi in 0..36 {
-                let vx = &v[xi * c * TB..(xi + 1) * c * TB];
+                let vx = &v[xi * TB..];
                 for kb in k0 / mr..(k0 + kn).div_ceil(mr) {
                     let a =
                         &self.wt.data[(xi * kb_all + kb) * c * mr..(xi * kb_all + kb + 1) * c * mr];
                     let mo = &mut m[(xi * KG + kb * mr - k0) * TB..];
                     match self.wt.isa {
-                        Isa::Avx512(cpu) => gemm::block512(cpu, c, a, vx, mo, valid),
-                        Isa::Avx2(cpu) => gemm::block256(cpu, c, a, vx, mo, valid),
+                        Isa::Avx512(cpu) => gemm::block512(cpu, c, a, vx, CP, mo, valid),
+                        Isa::Avx2(cpu) => gemm::block256(cpu, c, a, vx, CP, mo, valid),
                     }
                 }
             }
@@ -251,7 +287,7 @@ impl Job<'_> {
         v: &mut [f32],
         lo: usize,
     ) {
-        let (h, w, stride) = (self.g.h, self.g.w, self.wt.c * TB);
+        let (h, w, stride) = (self.g.h, self.g.w, TB);
         match self.wt.isa {
             // SAFETY: the `Isa` value proves the CPU features the wrapper enables; the
             // transform itself is safe code.
