@@ -1,9 +1,11 @@
-//! One criterion bench per conv shape class, ours beside candle's stock conv2d, on ResNet50-body
-//! and MobileNetV2 shapes at a 512x1024 input, 2 threads.
+//! One criterion bench per conv shape class and kernel path (`avx512`, `avx2`, `fallback`, as
+//! this CPU runs them) beside candle's stock conv2d, on ResNet50-body, FPN / mask-head and
+//! MobileNetV2 shapes, 2 threads. Filter with e.g. `cargo bench --bench conv -- 3x3_s1`.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pedcache::detect::ops::conv::{Activation, Conv2d, ConvSpec, Padding};
+use pedcache::runtime::Kernels;
 
 fn tensor(shape: &[usize], seed: u32) -> Tensor {
     let n: usize = shape.iter().product();
@@ -16,8 +18,32 @@ fn tensor(shape: &[usize], seed: u32) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).expect("tensor")
 }
 
-/// (name, spec, input H, input W)
-fn cases() -> Vec<(&'static str, ConvSpec, usize, usize)> {
+/// (name, spec, batch, input H, input W)
+fn cases() -> Vec<(&'static str, ConvSpec, usize, usize, usize)> {
+    let relu = Activation::Relu;
+    let p1 = Padding::symmetric(1);
+    let mut v = vec![
+        (
+            "fpn_3x3_s1_256_168x336",
+            ConvSpec::new(256, 256, 3).padding(p1),
+            1,
+            168,
+            336,
+        ),
+        (
+            "mask_3x3_s1_256_100x14x14",
+            ConvSpec::new(256, 256, 3).padding(p1).activation(relu),
+            100,
+            14,
+            14,
+        ),
+    ];
+    v.extend(body_cases().into_iter().map(|(n, s, h, w)| (n, s, 1, h, w)));
+    v
+}
+
+/// (name, spec, input H, input W) at a 512x1024 input.
+fn body_cases() -> Vec<(&'static str, ConvSpec, usize, usize)> {
     let relu = Activation::Relu;
     vec![
         (
@@ -107,23 +133,25 @@ fn bench(c: &mut Criterion) {
         .expect("pool");
     let mut g = c.benchmark_group("conv_2t");
     g.sample_size(10);
-    for (name, spec, h, w) in cases() {
+    for (name, spec, n, h, w) in cases() {
         let (kh, kw) = spec.kernel;
-        let conv = Conv2d::new(
-            spec,
-            tensor(
-                &[spec.out_channels, spec.in_channels / spec.groups, kh, kw],
-                1,
-            )
-            .affine(0.1, 0.0)
-            .expect("w"),
-            Some(tensor(&[spec.out_channels], 2)),
+        let wt = tensor(
+            &[spec.out_channels, spec.in_channels / spec.groups, kh, kw],
+            1,
         )
-        .expect("conv");
-        let x = tensor(&[1, spec.in_channels, h, w], 3);
-        g.bench_function(format!("{name}/ours"), |b| {
-            b.iter(|| pool.install(|| conv.forward(&x).expect("ours")))
-        });
+        .affine(0.1, 0.0)
+        .expect("w");
+        let b = tensor(&[spec.out_channels], 2);
+        let x = tensor(&[n, spec.in_channels, h, w], 3);
+        let mut last = None;
+        for k in Kernels::available() {
+            let conv = Conv2d::with_kernels(spec, wt.clone(), Some(b.clone()), k).expect("conv");
+            g.bench_function(format!("{name}/{}", k.name()), |b| {
+                b.iter(|| pool.install(|| conv.forward(&x).expect("ours")))
+            });
+            last = Some(conv);
+        }
+        let conv = last.expect("the fallback path is always available");
         g.bench_function(format!("{name}/candle"), |b| {
             b.iter(|| pool.install(|| conv.forward_candle(&x).expect("candle")))
         });

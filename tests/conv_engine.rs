@@ -2,7 +2,10 @@
 //! `conv2d` (plus separate bias/ReLU/add ops): every stage's output, torchvision-shaped model
 //! with deterministic stand-in weights, on a real Cityscapes frame.
 //!
-//! One test in its own binary: the stock-candle switch is process-wide.
+//! One test in its own binary: the stock-candle switch is process-wide. The model's layers run
+//! this process's kernel path; check every path with
+//! `for k in avx512 avx2 fallback; do PEDCACHE_KERNELS=$k cargo test --release --test conv_engine -- --include-ignored; done`
+//! (the per-layer tests in `src/detect/ops/conv/tests.rs` iterate over the paths themselves).
 
 mod common;
 
@@ -77,7 +80,10 @@ fn resnet50_body_equals_stock_candle() {
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
             / scale;
-        println!("stage {i}: max |ours - candle| / max |candle| = {err:.2e}");
+        println!(
+            "{}: stage {i}: max |ours - candle| / max |candle| = {err:.2e}",
+            pedcache::runtime::kernels().map_or("?", |k| k.name())
+        );
         assert!(err <= 1e-4, "stage {i}: relative error {err}");
     }
 }

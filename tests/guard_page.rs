@@ -192,9 +192,10 @@ fn layers(spec: ConvSpec, seed: u64) -> Vec<(Conv2d, &'static str)> {
         .collect()
 }
 
-/// Dense convs of every kernel size and stride the detectors use (the 7x7/2 stem, 3x3/1, 3x3/2,
-/// 1x1/1 read in place, 1x1/2, dilated), with pads on every side alone, over widths that leave
-/// every short last tile length (1..47 lanes of the 48-lane tile, 1..15 of a vector).
+/// Dense convs of every kernel size and stride the detectors use (the 7x7/2 stem, 3x3/1 on the
+/// implicit GEMM and on Winograd, 3x3/2, 1x1/1 read in place, 1x1/2, dilated), with pads on
+/// every side alone, over widths that leave every short last tile length (1..47 lanes of the
+/// 48-lane tile, 1..15 of a vector, partial Winograd tiles and blocks), on every kernel path.
 #[test]
 fn dense_convs_stay_inside_their_buffers() {
     let relu = Activation::Relu;
@@ -227,6 +228,15 @@ fn dense_convs_stay_inside_their_buffers() {
         ConvSpec::new(8, 8, 3),
         ConvSpec::new(8, 16, 5).padding(Padding::symmetric(2)),
         ConvSpec::new(6, 10, 3).padding(Padding::symmetric(1)),
+        // >= 16 channels at 3x3/1: the Winograd path, with every padding side alone.
+        ConvSpec::new(16, 24, 3)
+            .padding(Padding::symmetric(1))
+            .activation(relu),
+        ConvSpec::new(24, 16, 3),
+        // A whole 64-channel group: the output transform reads the last row of its buffer.
+        ConvSpec::new(16, 64, 3).padding(Padding::symmetric(1)),
+        ConvSpec::new(16, 16, 3).padding(pad(0, 2, 0, 2)),
+        ConvSpec::new(16, 16, 3).padding(pad(2, 0, 1, 0)),
     ];
     let mut seed = 1;
     for spec in specs {
@@ -243,6 +253,7 @@ fn dense_convs_stay_inside_their_buffers() {
     // and a 1x1 read in place.
     for spec in [
         ConvSpec::new(4, 8, 3).padding(Padding::symmetric(1)),
+        ConvSpec::new(16, 16, 3).padding(Padding::symmetric(1)),
         ConvSpec::new(3, 8, 7)
             .stride(2)
             .padding(Padding::symmetric(3)),

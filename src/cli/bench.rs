@@ -53,6 +53,9 @@ pub struct BackboneArgs {
 struct BackboneReport {
     size: String,
     engine: Engine,
+    /// The conv kernel path (`PEDCACHE_KERNELS` or the best this CPU runs); with
+    /// `--engine candle` no layer of the body uses it.
+    kernels: crate::runtime::Kernels,
     threads: usize,
     iters: usize,
     median_ms: f64,
@@ -129,6 +132,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
     let r = BackboneReport {
         size: format!("{h}x{w}"),
         engine: a.engine,
+        kernels: crate::runtime::kernels().map_err(anyhow::Error::msg)?,
         threads: crate::runtime::threads(),
         iters: times.len(),
         median_ms,
@@ -138,8 +142,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<i32> {
         gflops_per_s: gflop / (median_ms / 1e3),
     };
     println!(
-        "ResNet50 body {}x{} ({:?} engine, {} threads): median {:.1} ms (cpu {:.1} ms), {:.1} GFLOP, {:.1} GFLOP/s",
-        h, w, r.engine, r.threads, r.median_ms, r.cpu_ms, r.gflop, r.gflops_per_s
+        "ResNet50 body {}x{} ({:?} engine, {} kernels, {} threads): median {:.1} ms (cpu {:.1} ms), {:.1} GFLOP, {:.1} GFLOP/s",
+        h, w, r.engine, r.kernels.name(), r.threads, r.median_ms, r.cpu_ms, r.gflop, r.gflops_per_s
     );
     if let Some(p) = &a.json {
         crate::sim::report::write_json_atomic(p, &r)

@@ -7,6 +7,7 @@ use super::isa::Isa;
 use super::op::ResidualConv;
 use super::spec::{Activation, ConvSpec, Epilogue, Geometry};
 use super::stock::depthwise_taps;
+use super::winograd::{self, WinogradWeights};
 use crate::runtime::Kernels;
 use candle_core::{Result, Tensor};
 
@@ -32,10 +33,12 @@ pub struct Conv2d {
     /// The same weights as a flat row-major `[out, in/groups * kh * kw]` matrix for the CPU kernels.
     pub(super) w: std::sync::Arc<Vec<f32>>,
     pub(super) b: std::sync::Arc<Vec<f32>>,
-    /// The weights regrouped for the AVX-512 implicit-GEMM kernel, packed once here at load
-    /// (None for grouped convs or CPUs without AVX-512, which take the GEMM path, and for
+    /// The weights regrouped for the implicit-GEMM kernels (AVX-512 or AVX2), packed once here
+    /// at load (None for grouped convs, on the fallback path, for Winograd layers and for
     /// weights on other devices).
     pub(super) packed: Option<std::sync::Arc<PackedWeights>>,
+    /// 3x3 stride-1 dense layers on a path of ours: the Winograd-transformed filters.
+    pub(super) winograd: Option<std::sync::Arc<WinogradWeights>>,
     /// Depthwise layers with weights off the CPU: per tap `(i, j)`, row `i * kw + j` holds the
     /// channels' weights, `[kh * kw, channels]` on the weights' device.
     pub(super) dw_taps: Option<Tensor>,
@@ -103,8 +106,16 @@ impl Conv2d {
         let on_cpu = weight.device().is_cpu();
         // Dense CPU layers on a path of ours get packed weights, which carry the proof that the
         // CPU runs their kernels; everything else takes the GEMM or depthwise kernels.
-        let isa = Isa::for_kernels(kernels);
-        let packed = isa.filter(|_| spec.groups == 1 && on_cpu).map(|isa| {
+        let isa = Isa::for_kernels(kernels).filter(|_| spec.groups == 1 && on_cpu);
+        let winograd = isa.filter(|_| winograd::applies(&spec)).map(|isa| {
+            std::sync::Arc::new(WinogradWeights::new(
+                isa,
+                &w,
+                spec.out_channels,
+                spec.in_channels,
+            ))
+        });
+        let packed = isa.filter(|_| winograd.is_none()).map(|isa| {
             std::sync::Arc::new(PackedWeights::new(
                 isa,
                 &w,
@@ -124,6 +135,7 @@ impl Conv2d {
             w: std::sync::Arc::new(w),
             b: std::sync::Arc::new(b),
             packed,
+            winograd,
             dw_taps,
         })
     }
@@ -180,6 +192,24 @@ impl Conv2d {
         }
         let in_img = s.in_channels * h * w;
         let out_img = s.out_channels * oh * ow;
+        if let Some(wg) = &self.winograd {
+            // The whole batch at once: its tiles are numbered across images (RoI batches of
+            // 14x14 maps share blocks). Not zeroed first, as below.
+            let mut out: Vec<f32> = Vec::with_capacity(total);
+            winograd::conv(
+                s,
+                &g,
+                n,
+                wg,
+                &self.b,
+                x,
+                residual,
+                &mut out.spare_capacity_mut()[..total],
+            );
+            // SAFETY: winograd::conv writes every value of its `total`-value output.
+            unsafe { out.set_len(total) };
+            return Ok((out, oh, ow));
+        }
         if let Some(packed) = &self.packed {
             // The kernel writes every output value exactly once, so the buffer is not zeroed
             // first (a zeroing pass over a 32 MB layer1 output costs as much as the conv).

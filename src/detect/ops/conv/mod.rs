@@ -28,6 +28,7 @@ pub mod spec;
 mod stock;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 pub use layer::{set_stock_candle, Conv2d};
 pub use spec::{Activation, ConvSpec, Padding};

@@ -246,3 +246,59 @@ fn rejects_bad_weights() {
     let err = Conv2d::new(spec, wt, None).unwrap_err().to_string();
     assert!(err.contains("non-finite"), "{err}");
 }
+
+/// The Winograd path (3x3 stride-1 dense layers with >= 16 channels) against candle over map
+/// sizes that leave partial tiles on both edges, tiny maps, batches whose tiles share blocks,
+/// and every padding side alone, with each activation and the fused residual.
+#[test]
+fn winograd_matches_candle() {
+    let pad = |top, bottom, left, right| Padding::Explicit {
+        top,
+        bottom,
+        left,
+        right,
+    };
+    let mut seed = 500;
+    for (cin, cout) in [(16, 16), (24, 40), (64, 72)] {
+        for p in [
+            Padding::symmetric(1),
+            Padding::symmetric(0),
+            pad(0, 2, 0, 2),
+            pad(2, 0, 1, 0),
+        ] {
+            for act in [Activation::None, Activation::Relu, Activation::Relu6] {
+                let spec = ConvSpec::new(cin, cout, 3).padding(p).activation(act);
+                for &(n, h, w) in &[(1, 1, 1), (2, 3, 5), (1, 7, 7), (3, 14, 14), (1, 21, 67)] {
+                    seed += 3;
+                    if spec.geometry(h, w).is_ok() {
+                        check(spec, n, h, w, seed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn winograd_fused_residual_matches_separate_add() {
+    let spec = ConvSpec::new(32, 48, 3)
+        .padding(Padding::symmetric(1))
+        .activation(Activation::Relu);
+    let wt = rand(&[48, 32, 3, 3], 9);
+    let b = rand(&[48], 10);
+    let x = rand(&[2, 32, 13, 22], 11);
+    let plain = Conv2d::new(
+        spec.activation(Activation::None),
+        wt.clone(),
+        Some(b.clone()),
+    )
+    .unwrap();
+    let y0 = plain.forward_candle(&x).unwrap();
+    let r = rand(y0.dims(), 12);
+    let reference = (y0 + &r).unwrap().relu().unwrap();
+    for path in Kernels::available() {
+        let conv = Conv2d::with_kernels(spec, wt.clone(), Some(b.clone()), path).unwrap();
+        let e = max_rel_err(&conv.forward_add(&x, &r).unwrap(), &reference);
+        assert!(e <= 1e-4, "{}: {e}", path.name());
+    }
+}
