@@ -1,5 +1,6 @@
 //! Decoding camera frames into RGB, with one-line errors that name the file and the cause.
 
+use image::ImageEncoder;
 use std::path::Path;
 
 /// An 8-bit RGB frame, row-major, 3 bytes per pixel.
@@ -135,6 +136,20 @@ fn decode_checked(bytes: &[u8]) -> crate::Result<image::DynamicImage> {
     reader(Some(MAX_IMAGE_SIDE))
         .decode()
         .map_err(|e| crate::err!("corrupt {format:?} image: {e}"))
+}
+
+/// Write `frame` as a PNG at `path`, replaced whole or not at all ([`crate::fsio::write_atomic`]).
+pub fn write_png(path: &Path, frame: &RgbFrame) -> crate::Result<()> {
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut bytes)
+        .write_image(
+            &frame.data,
+            frame.width as u32,
+            frame.height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| crate::err!("writing {}: {e}", path.display()))?;
+    crate::fsio::write_atomic(path, &bytes)
 }
 
 /// JPEG decoders fill a cut-off scan with grey instead of failing, so check the structure: the
