@@ -8,7 +8,7 @@
 //! - [`cache`]: the caching method (exits, calibration, the cache-enabled forward).
 //! - [`detect`]: the detectors as staged candle models, their ops, and the registry that loads
 //!   them by name; [`convert`] turns upstream weight files into safetensors; [`frame`] decodes
-//!   images with errors that name the file.
+//!   images with errors that name the file; [`fsio`] bounds reads and makes writes crash-safe.
 //! - `cli`: the `pedcache` commands (flags and printing only).
 
 pub mod cache;
@@ -17,6 +17,7 @@ pub mod convert;
 pub mod detect;
 pub mod error;
 pub mod frame;
+pub mod fsio;
 pub mod node;
 pub mod runtime;
 pub mod sim;

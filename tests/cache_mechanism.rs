@@ -205,7 +205,8 @@ fn batch_shrinking_equals_per_item_runs_on_ssdlite() {
         2048,
         1024,
         pedcache::detect::ssdlite::TileMode::Auto,
-    );
+    )
+    .expect("2:1 tiles");
     let mut batch = Vec::new();
     for f in &frames {
         let frame = pedcache::frame::load_rgb(f).unwrap();

@@ -129,12 +129,29 @@ pub struct HeadArch {
     pub classes: usize,
 }
 
+/// Widest conv or hidden linear a head may declare. The search space stays below 100; a head
+/// read from `exits.ron` is input, and its widths size its weights, so they are bounded.
+pub const MAX_HEAD_WIDTH: usize = 4096;
+/// Most classes a head may declare (COCO's 91 fit many times over).
+pub const MAX_HEAD_CLASSES: usize = 1024;
+
 impl HeadArch {
     /// Rejects architectures outside the search space with a cause naming the field.
     pub fn validate(&self) -> Result<()> {
-        if self.grid == 0 || self.classes < 2 {
+        if !matches!(self.grid, 1 | 2 | 4) || !(2..=MAX_HEAD_CLASSES).contains(&self.classes) {
             bail!(
-                "head {}: grid must be >= 1 and classes >= 2",
+                "head {}: grid must be 1, 2 or 4 and classes 2..={MAX_HEAD_CLASSES}, got grid {} \
+                 and {} classes",
+                self.describe(),
+                self.grid,
+                self.classes
+            );
+        }
+        if self.convs.iter().any(|c| c.out > MAX_HEAD_WIDTH)
+            || self.linears.iter().any(|&l| l > MAX_HEAD_WIDTH)
+        {
+            bail!(
+                "head {}: a layer is wider than the limit of {MAX_HEAD_WIDTH}",
                 self.describe()
             );
         }

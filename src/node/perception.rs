@@ -173,12 +173,8 @@ where
         cfg: PerceptionConfig,
     ) -> crate::Result<Self> {
         if let Some(x) = &exits {
-            crate::ensure!(
-                x.model == detector.model_name(),
-                "calibration is for {}, not {}",
-                x.model,
-                detector.model_name()
-            );
+            // Model, and each exit's layer at its stage, channels and classes.
+            crate::cache::calibration::check_exits(&detector, "cache exits", &x.model, &x.exits)?;
         }
         let positive = exits.as_ref().map_or(detector.positive(), |x| x.positive);
         let exit_policy = exits.as_ref().map_or_else(ExitOn::default, |x| x.policy);

@@ -90,13 +90,7 @@ where
     D: CacheableDetector,
     D::Output: TeacherTarget,
 {
-    crate::ensure!(
-        exits.model == det.model_name(),
-        "{}: calibrated for {}, not {}",
-        calib.display(),
-        exits.model,
-        det.model_name()
-    );
+    crate::cache::files::check_dir(calib, det)?;
     let layers: Vec<String> = exits.exits.iter().map(|e| e.layer.clone()).collect();
     let (policy, positive) = (exits.policy, exits.positive);
     let cached = CacheEnabled {

@@ -163,19 +163,16 @@ pub fn index_ground_truth(frames: &[FrameRef], min_pixels: usize) -> Vec<FrameTr
 
 /// Pedestrian present per the label map at `labels` for `frame`; on failure, the cause.
 fn read_truth(labels: &Path, frame: &Path, min_pixels: usize) -> Result<bool, String> {
-    let img = image::open(labels).map_err(|e| format!("label map unreadable: {e}"))?;
+    // The project's decoder: the same size limits as frames, checked before decoding.
+    let (lw, lh, ids) = crate::frame::load_luma(labels)
+        .map_err(|e| format!("label map unreadable: {}", e.one_line()))?;
     // A frame whose header does not read is reported as a bad frame by the source.
     if let Ok((w, h)) = image::image_dimensions(frame) {
-        if (img.width(), img.height()) != (w, h) {
-            return Err(format!(
-                "label map is {}x{}, its frame is {w}x{h}",
-                img.width(),
-                img.height()
-            ));
+        if (lw, lh) != (w as usize, h as usize) {
+            return Err(format!("label map is {lw}x{lh}, its frame is {w}x{h}"));
         }
     }
-    let gray = img.to_luma8();
-    Ok(gray.as_raw().iter().filter(|&&v| v == PERSON).count() >= min_pixels)
+    Ok(ids.iter().filter(|&&v| v == PERSON).count() >= min_pixels)
 }
 
 /// Ground truth for a region `(x, y, w, h)` of a frame, from its Cityscapes label map when
@@ -189,12 +186,12 @@ pub fn region_gt(
         return None;
     };
     let labels = label_map_for(p)?;
-    let img = image::open(&labels).ok()?.to_luma8();
+    let (width, height, ids) = crate::frame::load_luma(&labels).ok()?;
     let (x0, y0, w, h) = region;
     let mut n = 0;
-    for y in y0..(y0 + h).min(img.height() as usize) {
-        for x in x0..(x0 + w).min(img.width() as usize) {
-            n += usize::from(img.get_pixel(x as u32, y as u32)[0] == PERSON);
+    for y in y0..(y0 + h).min(height) {
+        for x in x0..(x0 + w).min(width) {
+            n += usize::from(ids[y * width + x] == PERSON);
         }
     }
     Some(n >= min_pixels)
@@ -202,9 +199,8 @@ pub fn region_gt(
 
 /// Pixels of `label` in a label-id map.
 pub fn count_label(path: &Path, label: u8) -> crate::Result<usize> {
-    let img = image::open(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;
-    let gray = img.to_luma8();
-    Ok(gray.as_raw().iter().filter(|&&v| v == label).count())
+    let (_, _, ids) = crate::frame::load_luma(path)?;
+    Ok(ids.iter().filter(|&&v| v == label).count())
 }
 
 #[cfg(test)]

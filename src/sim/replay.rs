@@ -55,6 +55,10 @@ pub fn replay(
     let weights = node_cfg.weights_source();
     let model: registry::ModelName = sc.model.parse()?;
     let detector = registry::load(&sc.model, &weights, &device)?;
+    if let Some(dir) = &sc.calib {
+        // Refused here with the file's name; perception checks the loaded exits again.
+        crate::cache::files::check_dir(dir, &detector)?;
+    }
     let mut perception = Perception::new(
         detector,
         exits,

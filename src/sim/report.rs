@@ -298,14 +298,8 @@ impl ReplayReport {
     }
 }
 
-/// Write `value` as JSON through a temporary file, so a reader never sees half a file.
+/// Write `value` as JSON, replaced whole or not at all ([`crate::fsio::write_atomic`]).
 pub fn write_json_atomic(path: &Path, value: &impl Serialize) -> crate::Result<()> {
-    use crate::error::Context;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("json.partial");
     let text = serde_json::to_string_pretty(value)?;
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::fsio::write_atomic(path, text.as_bytes())
 }

@@ -1,9 +1,13 @@
 //! Video files as frame sources: ffmpeg decodes to raw RGB on a pipe and frames are read one at
 //! a time, so a long video is never decoded up front.
+//!
+//! What ffprobe reports is input: the frame size is held to the image limits
+//! ([`crate::frame::check_dimensions`]) and the frame count to [`MAX_VIDEO_FRAMES`] before
+//! anything is allocated from them. The raw stream reader ([`RawFrames`]) takes any byte source,
+//! so it can be tested and fuzzed without ffmpeg.
 
 use crate::frame::RgbFrame;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 pub fn is_video(p: &Path) -> bool {
@@ -16,7 +20,11 @@ pub fn is_video(p: &Path) -> bool {
     )
 }
 
-/// Width, height and frame count (ffprobe).
+/// Most frames one video may have: a replay lists every frame up front, so the count ffprobe
+/// reports is an allocation. A million frames is over 9 hours at 30 fps.
+pub const MAX_VIDEO_FRAMES: usize = 1_000_000;
+
+/// Width, height and frame count (ffprobe), within the image and frame-count limits.
 pub fn probe(path: &Path) -> crate::Result<(usize, usize, usize)> {
     let out = Command::new("ffprobe")
         .args([
@@ -55,22 +63,105 @@ pub fn probe(path: &Path) -> crate::Result<(usize, usize, usize)> {
         "{}: ffprobe gave no video size ({text:?})",
         path.display()
     );
+    check_probe(v[0], v[1], v[2])
+        .map_err(|e| crate::err!("{}: {}", path.display(), e.one_line()))?;
     Ok((v[0], v[1], v[2]))
+}
+
+/// The limits on what ffprobe reported.
+fn check_probe(width: usize, height: usize, frames: usize) -> crate::Result<()> {
+    crate::frame::check_dimensions(width as u64, height as u64)
+        .map_err(|e| crate::err!("video frames: {}", e.one_line()))?;
+    crate::ensure!(
+        frames <= MAX_VIDEO_FRAMES,
+        "video has {frames} frames, over the limit of {MAX_VIDEO_FRAMES}"
+    );
+    Ok(())
+}
+
+/// Frames of a raw `rgb24` stream (what `ffmpeg -f rawvideo -pix_fmt rgb24 -` writes): each frame
+/// is exactly `width * height * 3` bytes, one after the other. The stream ending on a frame
+/// boundary ends the frames; ending inside one is a truncated frame, reported once.
+pub struct RawFrames<R> {
+    reader: Option<R>,
+    label: String,
+    width: usize,
+    height: usize,
+    index: usize,
+}
+
+impl<R: std::io::Read> RawFrames<R> {
+    /// Frames of `width x height` from `reader`; `label` names the stream in frame names
+    /// (`label#000012`) and errors. The size must be within the image limits.
+    pub fn new(reader: R, width: usize, height: usize, label: &str) -> crate::Result<Self> {
+        crate::frame::check_dimensions(width as u64, height as u64)
+            .map_err(|e| crate::err!("{label}: video frames: {}", e.one_line()))?;
+        Ok(Self {
+            reader: Some(reader),
+            label: label.to_string(),
+            width,
+            height,
+            index: 0,
+        })
+    }
+
+    /// Frames read so far.
+    pub fn frames_read(&self) -> usize {
+        self.index
+    }
+}
+
+impl<R: std::io::Read> Iterator for RawFrames<R> {
+    type Item = (String, crate::Result<RgbFrame>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let reader = self.reader.as_mut()?;
+        let name = format!("{}#{:06}", self.label, self.index);
+        let need = self.width * self.height * 3;
+        let mut buf = vec![0u8; need];
+        let mut got = 0;
+        while got < need {
+            match reader.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.reader = None;
+                    return Some((
+                        name.clone(),
+                        Err(crate::err!("{name}: reading the decoded stream: {e}")),
+                    ));
+                }
+            }
+        }
+        if got == 0 {
+            self.reader = None;
+            return None;
+        }
+        if got < need {
+            self.reader = None;
+            return Some((
+                name.clone(),
+                Err(crate::err!(
+                    "{name}: truncated frame ({got} of {need} bytes; the decoder stopped early)"
+                )),
+            ));
+        }
+        self.index += 1;
+        Some((name, RgbFrame::new(self.width, self.height, buf)))
+    }
 }
 
 /// Frames of a video, decoded lazily.
 pub struct VideoFrames {
-    path: PathBuf,
-    width: usize,
-    height: usize,
-    child: Option<Child>,
-    index: usize,
+    child: Child,
+    frames: RawFrames<std::process::ChildStdout>,
 }
 
 impl VideoFrames {
     pub fn open(path: &Path) -> crate::Result<Self> {
         let (width, height, _) = probe(path)?;
-        let child = Command::new("ffmpeg")
+        let mut child = Command::new("ffmpeg")
             .args(["-v", "error", "-nostdin", "-i"])
             .arg(path)
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
@@ -78,13 +169,16 @@ impl VideoFrames {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| crate::err!("{}: running ffmpeg: {e}", path.display()))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            width,
-            height,
-            child: Some(child),
-            index: 0,
-        })
+        let stdout = match child.stdout.take() {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                crate::bail!("{}: ffmpeg has no output pipe", path.display());
+            }
+        };
+        let frames = RawFrames::new(stdout, width, height, &path.display().to_string())?;
+        Ok(Self { child, frames })
     }
 }
 
@@ -92,29 +186,62 @@ impl Iterator for VideoFrames {
     type Item = (String, crate::Result<RgbFrame>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let child = self.child.as_mut()?;
-        let stdout = child.stdout.as_mut()?;
-        let mut buf = vec![0u8; self.width * self.height * 3];
-        let name = format!("{}#{:06}", self.path.display(), self.index);
-        match stdout.read_exact(&mut buf) {
-            Ok(()) => {
-                self.index += 1;
-                Some((name, RgbFrame::new(self.width, self.height, buf)))
-            }
-            Err(_) => {
-                let _ = child.wait();
-                self.child = None;
-                None
-            }
+        let item = self.frames.next();
+        if item.is_none() {
+            let _ = self.child.wait();
         }
+        item
     }
 }
 
 impl Drop for VideoFrames {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_stream_frames_and_a_truncated_tail() {
+        // Three 2x1 frames (6 bytes each), then 4 bytes of a fourth.
+        let bytes: Vec<u8> = (0..22).collect();
+        let mut it = RawFrames::new(&bytes[..], 2, 1, "v.avi").expect("reader");
+        for k in 0..3 {
+            let (name, f) = it.next().expect("frame");
+            assert_eq!(name, format!("v.avi#{k:06}"));
+            assert_eq!(
+                f.expect("decoded").data,
+                (6 * k..6 * k + 6).collect::<Vec<u8>>()
+            );
         }
+        let (_, last) = it.next().expect("truncated frame reported");
+        let e = last.unwrap_err().one_line();
+        assert!(
+            e.contains("v.avi#000003") && e.contains("4 of 6 bytes"),
+            "{e}"
+        );
+        assert!(it.next().is_none());
+        assert_eq!(it.frames_read(), 3);
+        // Ending on a frame boundary ends cleanly.
+        let mut it = RawFrames::new(&bytes[..12], 2, 1, "v").expect("reader");
+        assert_eq!(it.by_ref().count(), 2);
+    }
+
+    #[test]
+    fn probed_sizes_and_counts_are_bounded() {
+        assert!(check_probe(1920, 1080, 10_000).is_ok());
+        let e = check_probe(20000, 1, 10).unwrap_err().one_line();
+        assert!(e.contains("20000x1") && e.contains("16384"), "{e}");
+        let e = check_probe(16384, 16384, 10).unwrap_err().one_line();
+        assert!(e.contains("pixels"), "{e}");
+        let e = check_probe(640, 480, MAX_VIDEO_FRAMES + 1)
+            .unwrap_err()
+            .one_line();
+        assert!(e.contains("frames") && e.contains("limit"), "{e}");
+        assert!(RawFrames::new(&[][..], 1 << 20, 1, "v").is_err());
     }
 }

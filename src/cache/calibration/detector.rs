@@ -47,7 +47,8 @@ impl CacheableDetector for SsdLite {
         "ssdlite-ped"
     }
     fn frame_units(&self, frame: &RgbFrame) -> Result<(Tensor, Vec<Region>)> {
-        let plan = tiles::plan(frame.width, frame.height, TileMode::Auto);
+        let plan = tiles::plan(frame.width, frame.height, TileMode::Auto)
+            .map_err(|e| candle_core::Error::Msg(e.one_line()))?;
         Ok((
             self.preprocess(frame, &plan)?,
             plan.iter().map(|t| (t.x, t.y, t.w, t.h)).collect(),

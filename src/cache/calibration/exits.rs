@@ -7,6 +7,7 @@ use crate::cache::enabled::Exit;
 use crate::cache::head::{CacheHead, HeadArch};
 use crate::cache::ExitOn;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// One candidate layer's outcome, as written to `exits.ron`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +55,12 @@ pub struct ExitsFile {
     /// FLOPs of the full detector per unit.
     pub full_flops: u64,
     pub exits: Vec<ExitEntry>,
+    /// sha256 of the `heads.safetensors` written with this file (absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads_sha256: Option<String>,
+    /// The file it was read from (not in the file), so later checks can name it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Per-exit figures for `report.json`.

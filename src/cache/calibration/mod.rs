@@ -8,8 +8,10 @@
 //! - [`temperature`]: temperature scaling on validation logits.
 //! - [`threshold`]: per-exit budgets and thresholds (eq. 3), hit-rate curves.
 //! - [`run`]: the whole calibration from a filled store ([`calibrate_store`]).
-//! - [`exits`]: its result: `exits.ron` entries, heads, `report.json` figures.
+//! - [`exits`]: its result: `exits.ron` entries, heads, `report.json` figures; [`check`]: a
+//!   calibration against the detector it is used with.
 
+pub mod check;
 pub mod collect;
 pub mod detector;
 pub mod exits;
@@ -17,6 +19,7 @@ pub mod run;
 pub mod temperature;
 pub mod threshold;
 
+pub use check::check_exits;
 pub use collect::{argmax, collect, progress};
 pub use detector::{stages_worth_caching, CacheableDetector, Region};
 pub use exits::{CalibReport, Calibration, ExitEntry, ExitReport, ExitsFile, SearchRow};

@@ -314,6 +314,8 @@ where
             positive,
             full_flops: profile.full,
             exits: entries,
+            heads_sha256: None,
+            source: None,
         },
         heads,
         report: CalibReport {

@@ -67,26 +67,35 @@ pub fn normalise_key(k: &str) -> Option<String> {
 }
 
 /// Read every tensor of a `.safetensors` or torch `.pth` file, as f32 with normalised names.
+/// Both readers bound what they allocate by the file ([`crate::detect::weights`]).
 pub fn read_state_dict(path: &Path) -> crate::Result<HashMap<String, Tensor>> {
     let ctx = |e: &dyn std::fmt::Display| crate::err!("loading {}: {e}", path.display());
     let mut head = [0u8; 4];
-    {
+    let len = {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|e| ctx(&e))?;
+        let len = f.metadata().map_err(|e| ctx(&e))?.len();
         let n = f.read(&mut head).map_err(|e| ctx(&e))?;
         crate::ensure!(
             n == 4,
             "loading {}: file too short ({n} bytes)",
             path.display()
         );
-    }
+        len
+    };
+    crate::ensure!(
+        len <= crate::detect::weights::MAX_WEIGHTS_FILE_BYTES,
+        "loading {}: weights file is {len} bytes, over the limit of {} bytes",
+        path.display(),
+        crate::detect::weights::MAX_WEIGHTS_FILE_BYTES
+    );
     let raw: Vec<(String, Tensor)> = if &head == b"PK\x03\x04" {
-        candle_core::pickle::read_all(path)
+        crate::detect::weights::pth::read_pth(path)
             .map_err(|e| ctx(&format!("not a readable torch .pth (zip pickle): {e}")))?
     } else {
-        let bytes = std::fs::read(path).map_err(|e| ctx(&e))?;
-        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(|e| ctx(&format!("not a valid safetensors file ({e})")))?
+        let bytes = crate::detect::weights::read_weights_file(path)?;
+        crate::detect::weights::parse_safetensors(&bytes, &Device::Cpu)
+            .map_err(|e| ctx(&e.one_line()))?
             .into_iter()
             .collect()
     };

@@ -242,7 +242,8 @@ impl SsdLite {
         mode: TileMode,
         score_thresh: f32,
     ) -> Result<Vec<Detection>> {
-        let plan = tiles::plan(frame.width, frame.height, mode);
+        let plan = tiles::plan(frame.width, frame.height, mode)
+            .map_err(|e| candle_core::Error::Msg(e.one_line()))?;
         let input = self.preprocess(frame, &plan)?;
         let per_tile = self.forward(&input)?;
         Ok(self.to_frame(&plan, per_tile, score_thresh))

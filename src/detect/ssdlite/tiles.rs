@@ -38,9 +38,20 @@ pub struct Tile {
 /// Aspect ratio above which `Auto` tiles.
 pub const TILE_ASPECT: f32 = 1.5;
 
+/// Most tiles one frame may become. Every tile is a full `3x300x300` network input (1 MiB of
+/// f32) and a forward pass, so the count is what a frame's shape can ask for; 8 covers an 8:1
+/// panorama. A frame narrower than that (`Auto` on 20000x1 would ask for 20000 tiles, 21 GB) is
+/// refused rather than squashed.
+pub const MAX_TILES: usize = 8;
+
 /// The tiles for a `width x height` frame: squares of the short side (or wider, when a fixed
 /// count needs it to cover the frame), evenly spaced along the long side, overlapping if needed.
-pub fn plan(width: usize, height: usize, mode: TileMode) -> Vec<Tile> {
+/// More than [`MAX_TILES`] is an error naming the frame size.
+pub fn plan(width: usize, height: usize, mode: TileMode) -> crate::Result<Vec<Tile>> {
+    crate::ensure!(
+        width > 0 && height > 0,
+        "cannot tile an empty {width}x{height} frame"
+    );
     let (long, short, horizontal) = if width >= height {
         (width, height, true)
     } else {
@@ -51,16 +62,21 @@ pub fn plan(width: usize, height: usize, mode: TileMode) -> Vec<Tile> {
         TileMode::Auto if long as f32 > TILE_ASPECT * short as f32 => long.div_ceil(short),
         TileMode::Auto => 1,
     };
+    crate::ensure!(
+        n <= MAX_TILES,
+        "a {width}x{height} frame needs {n} square tiles, over the limit of {MAX_TILES} \
+         (aspect ratio above {MAX_TILES}:1)"
+    );
     if n <= 1 {
-        return vec![Tile {
+        return Ok(vec![Tile {
             x: 0,
             y: 0,
             w: width,
             h: height,
-        }];
+        }]);
     }
     let side = short.max(long.div_ceil(n)).min(long);
-    (0..n)
+    Ok((0..n)
         .map(|i| {
             let off = ((i * (long - side)) as f64 / (n - 1) as f64).round() as usize;
             if horizontal {
@@ -79,7 +95,7 @@ pub fn plan(width: usize, height: usize, mode: TileMode) -> Vec<Tile> {
                 }
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Merge per-tile detections (already in frame pixels) with cross-tile NMS.
@@ -102,7 +118,7 @@ mod tests {
 
     #[test]
     fn cityscapes_frame_gets_two_square_tiles() {
-        let t = plan(2048, 1024, TileMode::Auto);
+        let t = plan(2048, 1024, TileMode::Auto).expect("plan");
         assert_eq!(
             t,
             vec![
@@ -120,9 +136,9 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(plan(768, 576, TileMode::Auto).len(), 1);
+        assert_eq!(plan(768, 576, TileMode::Auto).expect("plan").len(), 1);
         assert_eq!(
-            plan(2048, 1024, TileMode::Fixed(1)),
+            plan(2048, 1024, TileMode::Fixed(1)).expect("plan"),
             vec![Tile {
                 x: 0,
                 y: 0,
@@ -131,12 +147,31 @@ mod tests {
             }]
         );
         // 3:1 -> three tiles; tall frames tile vertically; uneven sizes overlap and cover.
-        assert_eq!(plan(3000, 1000, TileMode::Auto).len(), 3);
-        let tall = plan(500, 1200, TileMode::Auto);
+        assert_eq!(plan(3000, 1000, TileMode::Auto).expect("plan").len(), 3);
+        let tall = plan(500, 1200, TileMode::Auto).expect("plan");
         assert_eq!(tall.len(), 3);
         assert_eq!(tall[2].y + tall[2].h, 1200);
-        let odd = plan(2500, 1000, TileMode::Auto);
+        let odd = plan(2500, 1000, TileMode::Auto).expect("plan");
         assert_eq!(odd.last().map(|t| t.x + t.w), Some(2500));
+    }
+
+    #[test]
+    fn tile_count_is_bounded() {
+        // 8:1 is the widest frame that tiles; one pixel more asks for a ninth tile.
+        assert_eq!(
+            plan(800, 100, TileMode::Auto).expect("8:1").len(),
+            MAX_TILES
+        );
+        for (w, h) in [(801, 100), (20000, 1), (1, 20000)] {
+            let e = plan(w, h, TileMode::Auto).unwrap_err().one_line();
+            assert!(
+                e.contains(&format!("{w}x{h}")) && e.contains("limit of 8"),
+                "{e}"
+            );
+        }
+        assert!(plan(0, 10, TileMode::Auto).is_err());
+        // A fixed count within the limit works on any shape.
+        assert_eq!(plan(20000, 1, TileMode::Fixed(2)).expect("fixed").len(), 2);
     }
 
     #[test]
