@@ -76,6 +76,12 @@ fn node_ron(b: &[u8]) -> Result<(), String> {
         .map_err(|e| e.one_line())
 }
 
+fn scenario_ron(b: &[u8]) -> Result<(), String> {
+    pedcache::sim::scenario::Scenario::parse(&String::from_utf8_lossy(b), "scenario.ron")
+        .map(|_| ())
+        .map_err(|e| e.one_line())
+}
+
 fn exits_ron(b: &[u8]) -> Result<(), String> {
     let f = pedcache::cache::files::parse_exits(
         &String::from_utf8_lossy(b),
@@ -328,6 +334,17 @@ fn fuzz_node_ron() {
 }
 
 #[test]
+fn fuzz_scenario_ron() {
+    run(
+        "scenario_ron",
+        &[seeds::scenario_ron()],
+        scenario_ron,
+        structured,
+        Some("scenario.ron"),
+    );
+}
+
+#[test]
 fn fuzz_exits_ron() {
     run(
         "exits_ron",
@@ -387,6 +404,7 @@ fn regressions() {
                 "png" | "jpeg" => (image_rgb, images, None),
                 "labelmap" => (label_map, images, None),
                 "noderon" => (node_ron, structured, Some("fuzz.ron")),
+                "scenarioron" => (scenario_ron, structured, Some("scenario.ron")),
                 "exitsron" => (exits_ron, structured, Some("exits.ron")),
                 "heads" => (heads, structured, Some("heads.safetensors")),
                 "video" => (video, structured, Some("fuzz.avi")),

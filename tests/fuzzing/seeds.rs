@@ -423,13 +423,34 @@ pub fn varint(b: &[u8]) -> (u64, usize) {
 }
 
 /// A node scenario in the RON the bundled ones use.
+/// A node configuration (`NodeConfig`): every key, with a calibration folder the repository
+/// holds.
 pub fn node_ron() -> Seed {
     Seed::plain(
         br#"(
     model: "ssdlite-ped",
     device: "cpu",
     calib: "calib/ssdlite-ped-vtest",
-    sources: ["sim/vtest"],
+    deadline_ms: 100.0,
+    policy: exit,
+    queue: 2,
+    score_thresh: 0.5,
+    retrain: true,
+)
+"#
+        .to_vec(),
+    )
+}
+
+/// A replay scenario: the node's keys plus what replaying adds; its source is a folder every
+/// checkout has (`tests/`), so the seed parses without the demo sequence.
+pub fn scenario_ron() -> Seed {
+    Seed::plain(
+        br#"(
+    model: "ssdlite-ped",
+    device: "cpu",
+    calib: "calib/ssdlite-ped-vtest",
+    sources: ["tests"],
     fps: 17.0,
     deadline_ms: 100.0,
     policy: exit,
