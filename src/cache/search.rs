@@ -158,7 +158,7 @@ fn fit_stop_split(n: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
 /// whose teacher distributions are `train_t` / `val_t` (`[N,classes]`). Each candidate `i` is
 /// initialised and shuffled with seeds derived from `cfg.seed + i`, so the whole search is
 /// deterministic. Candidates train on four fifths of the train split and early-stop on the rest
-/// (see [`fit_stop_split`]); val only scores. `cfg` should be brief (e.g. 25 epochs); the
+/// (see `fit_stop_split`); val only scores. `cfg` should be brief (e.g. 25 epochs); the
 /// caller may retrain the winner longer. Runs on the inputs' device.
 pub fn search(
     train_x4: &Tensor,

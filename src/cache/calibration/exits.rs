@@ -122,7 +122,7 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The selected exits, ready for [`super::enabled::CacheEnabled`].
+    /// The selected exits, ready for [`crate::cache::enabled::CacheEnabled`].
     pub fn selected_exits(&self) -> Vec<Exit> {
         self.exits_file
             .exits

@@ -4,7 +4,7 @@
 //! select the subset of exits, and describe the result.
 //!
 //! - [`detector`]: what a detector provides to be calibrated ([`CacheableDetector`]).
-//! - [`collect`]: frames into the medial store.
+//! - [`collect`](mod@collect): frames into the medial store.
 //! - [`temperature`]: temperature scaling on validation logits.
 //! - [`threshold`]: per-exit budgets and thresholds (eq. 3), hit-rate curves.
 //! - [`run`]: the whole calibration from a filled store ([`calibrate_store`]).

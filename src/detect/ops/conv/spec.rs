@@ -1,5 +1,5 @@
 //! What a convolution is, independent of how it runs: the layer description ([`ConvSpec`],
-//! [`Padding`], [`Activation`]), the resolved per-call [`Geometry`], the fused [`Epilogue`], and
+//! [`Padding`], [`Activation`]), the resolved per-call `Geometry`, the fused `Epilogue`, and
 //! the output pointer tasks share. A leaf: every kernel module imports it, it imports none.
 
 use candle_core::Result;
