@@ -140,7 +140,12 @@ fn run() -> pedcache::Result<()> {
         ctrlc::set_handler(move || stop.stop()).map_err(|e| pedcache::err!("Ctrl-C: {e}"))?;
     }
     let braked = Arc::new(Mutex::new(None));
-    let node = Node::new(NodeSettings::default())?
+    // A node on a vehicle runs for days: keep only the latest records (the counts cover all).
+    let settings = NodeSettings {
+        keep_records: Some(1000),
+        ..NodeSettings::default()
+    };
+    let node = Node::new(settings)?
         .stop_flag(stop.clone())
         .planner(BrakePlanner {
             braked: braked.clone(),
@@ -160,7 +165,7 @@ fn run() -> pedcache::Result<()> {
     println!(
         "{} frames: {} processed, {} dropped, {} deadline misses",
         run.sourced,
-        run.records.len(),
+        run.processed,
         run.dropped.len(),
         run.deadline_misses
     );

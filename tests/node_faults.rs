@@ -104,6 +104,30 @@ fn a_panic_in_the_source_ends_the_run_as_the_source_stages_failure() {
     assert!(!run.interrupted, "a failure is not an interruption");
 }
 
+/// A bounded record keeps the latest frames in order and still counts every frame; unbounded
+/// keeps them all.
+#[test]
+fn keep_records_bounds_the_records_not_the_counts() {
+    for (keep, want) in [
+        (Some(3), vec![7, 8, 9]),
+        (Some(0), vec![]),
+        (None, (0..10).collect::<Vec<usize>>()),
+    ] {
+        let settings = NodeSettings {
+            lockstep: true,
+            keep_records: keep,
+            ..NodeSettings::default()
+        };
+        let node = Node::new(settings).unwrap();
+        let at = Arc::new(Mutex::new(None));
+        let run = run_guarded(node, frames(vec![200; 10]), perception(Toy::default()), at);
+        assert!(run.failure().is_none(), "keep {keep:?}: {:?}", run.ending);
+        assert_eq!(run.processed, 10, "keep {keep:?}");
+        let kept: Vec<usize> = run.records.iter().map(|r| r.index).collect();
+        assert_eq!(kept, want, "keep {keep:?}");
+    }
+}
+
 #[test]
 fn a_panic_in_perception_ends_the_run_and_names_the_frame() {
     let at = Arc::new(Mutex::new(Some(Instant::now())));

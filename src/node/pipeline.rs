@@ -46,6 +46,11 @@ pub struct NodeSettings {
     /// Once perception has stopped, how long the node waits for a thread still busy (a source
     /// blocked in a read, a planner stuck in a call) before leaving it behind.
     pub stop_grace: Duration,
+    /// How many of the latest [`FrameRecord`]s the run keeps; `None` keeps all of them (a replay,
+    /// whose report covers every frame). A node that runs for days bounds it: each record is a
+    /// few hundred bytes, so keeping all grows memory with every frame. [`NodeRun::processed`]
+    /// counts every frame either way.
+    pub keep_records: Option<usize>,
 }
 
 impl Default for NodeSettings {
@@ -56,6 +61,7 @@ impl Default for NodeSettings {
             lockstep: false,
             drain: Duration::from_millis(500),
             stop_grace: Duration::from_millis(500),
+            keep_records: None,
         }
     }
 }
@@ -115,7 +121,10 @@ pub struct NodeRun<O> {
     /// Frames processed (or dropped) whose defective input was reported as `BadFrame`
     /// (see [`crate::node::SourceItem::Frame`]), once per defect.
     pub defects: Vec<usize>,
-    /// Every processed frame, in processing order.
+    /// Frames perception finished (whether or not their record was kept).
+    pub processed: usize,
+    /// The processed frames, in processing order: every one, or the latest
+    /// [`NodeSettings::keep_records`].
     pub records: Vec<FrameRecord<O>>,
     /// Frames finished after their deadline (each also a `DeadlineMiss` alert).
     pub deadline_misses: usize,
@@ -274,7 +283,9 @@ impl Node {
                 .map_err(|e| crate::err!("starting the drain timer: {e}"))?;
         }
         let mut p = PerceptionLoop {
-            records: Vec::new(),
+            records: std::collections::VecDeque::new(),
+            keep_records: settings.keep_records,
+            processed: 0,
             bad: Vec::new(),
             defects: Vec::new(),
             dropped: Vec::new(),
@@ -330,7 +341,8 @@ impl Node {
             dropped_at_stop,
             bad: p.bad,
             defects: p.defects,
-            records: p.records,
+            processed: p.processed,
+            records: p.records.into(),
             deadline_misses: p.misses,
             source_max_push_ms: st.max_push_ms,
             interrupted: stopped && failure.is_none(),

@@ -255,7 +255,10 @@ pub(super) fn run_bus(
 
 /// Perception's side of a run: its tallies.
 pub(super) struct PerceptionLoop<O> {
-    pub(super) records: Vec<FrameRecord<O>>,
+    pub(super) records: std::collections::VecDeque<FrameRecord<O>>,
+    /// At most this many records are kept (the oldest go first); `None`: all.
+    pub(super) keep_records: Option<usize>,
+    pub(super) processed: usize,
     pub(super) bad: Vec<usize>,
     pub(super) defects: Vec<usize>,
     /// Left when the run stopped.
@@ -324,13 +327,19 @@ impl<O> PerceptionLoop<O> {
                             deadline_ms: self.deadline_ms,
                         });
                     }
-                    self.records.push(FrameRecord {
-                        index: frame.index,
-                        queue_ms: ms(picked.saturating_duration_since(capture)),
-                        perceive_ms: ms(done.saturating_duration_since(picked)),
-                        latency_ms,
-                        outcome,
-                    });
+                    self.processed += 1;
+                    if self.keep_records.is_some_and(|k| self.records.len() >= k) {
+                        self.records.pop_front();
+                    }
+                    if self.keep_records != Some(0) {
+                        self.records.push_back(FrameRecord {
+                            index: frame.index,
+                            queue_ms: ms(picked.saturating_duration_since(capture)),
+                            perceive_ms: ms(done.saturating_duration_since(picked)),
+                            latency_ms,
+                            outcome,
+                        });
+                    }
                 }
                 Ok(Err(crate::Error::Cancelled)) => {
                     self.dropped.push(frame.index);

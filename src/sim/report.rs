@@ -171,7 +171,7 @@ impl ReplayReport {
             max_speed: sc.max_speed,
             queue: sc.queue,
             frames: run.sourced,
-            processed: run.records.len(),
+            processed: run.processed,
             dropped: run.dropped.len(),
             dropped_at_stop: run.dropped_at_stop,
             bad_frames: run.bad.len(),
