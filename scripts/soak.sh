@@ -12,7 +12,8 @@
 #   - resident memory, fds and threads over the first 1,000 frames vs the last 1,000, and whether
 #     the last grew at most 10% over the first (mean RSS; max fds and threads);
 #   - mean latency of the first and last 1,000 frames (from the alerts);
-#   - whether every frame is accounted for: processed + dropped + bad = frames = FRAMES.
+#   - whether every frame is accounted for: processed + dropped + bad = frames = FRAMES;
+#   - whether the retrainer ran at least one round.
 # Exits non-zero if the replay fails or a check does not hold. Samples: OUT_DIR/samples.tsv.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +21,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FRAMES=${1:-10000}
 OUT=${2:-target/soak}
 INTERVAL=${SOAK_INTERVAL:-0.5}
+# alert_then_continue runs the full detector after a hit only while the deadline leaves time;
+# a generous deadline keeps it running on every frame, so the retrainer always has samples (on a
+# busy machine a 100 ms deadline can starve it and the soak would not exercise retraining).
+DEADLINE_MS=${SOAK_DEADLINE_MS:-2000}
 BIN=target/release/pedcache
 DEMO=sim/vtest
 CALIB=calib/ssdlite-ped-vtest
@@ -41,7 +46,7 @@ rm -f "$OUT"/{alerts.jsonl,report.json,samples.tsv,summary.txt,replay.log}
 say "$FRAMES frames: $DEMO ($per_loop frames) x $loops, max speed, retraining on, policy alert_then_continue"
 start=$(date +%s.%N)
 "$BIN" replay --model ssdlite-ped "${sources[@]}" --limit "$FRAMES" --max-speed \
-    --retrain --policy alert_then_continue --calib "$CALIB" \
+    --retrain --policy alert_then_continue --calib "$CALIB" --deadline-ms "$DEADLINE_MS" \
     --report "$OUT/report.json" --alerts "$OUT/alerts.jsonl" >"$OUT/replay.log" 2>&1 &
 pid=$!
 
@@ -109,8 +114,11 @@ ok &= counted
 print(f"frames {rep['frames']} (asked {frames}): processed {rep['processed']} + dropped {rep['dropped']} + "
       f"bad {rep['bad_frames']} = {acc}: {'every frame accounted for' if counted else 'NOT accounted for'}")
 r = rep.get("retrain") or {}
+retrained = rep["retrains"] > 0
+ok &= retrained
 print(f"retraining: {rep['retrains']} rounds, swaps {r.get('swaps')}, samples {r.get('samples')}; "
-      f"exits hits {[(e.get('layer'), e.get('hits')) for e in rep['exits']]}; status {rep['status']}")
+      f"exits hits {[(e.get('layer'), e.get('hits')) for e in rep['exits']]}; status {rep['status']}"
+      f"{'' if retrained else ' -- NOT exercised (no round)'}")
 print("SOAK PASSED" if ok else "SOAK FAILED")
 sys.exit(0 if ok else 1)
 EOF
