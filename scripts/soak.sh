@@ -25,6 +25,9 @@ INTERVAL=${SOAK_INTERVAL:-0.5}
 # a generous deadline keeps it running on every frame, so the retrainer always has samples (on a
 # busy machine a 100 ms deadline can starve it and the soak would not exercise retraining).
 DEADLINE_MS=${SOAK_DEADLINE_MS:-2000}
+# A node that runs for days keeps the records of its latest frames only (the report's counts
+# still cover every frame); 0 keeps all, which grows memory by a few hundred bytes a frame.
+KEEP_RECORDS=${SOAK_KEEP_RECORDS:-1000}
 BIN=target/release/pedcache
 DEMO=sim/vtest
 CALIB=calib/ssdlite-ped-vtest
@@ -47,6 +50,7 @@ say "$FRAMES frames: $DEMO ($per_loop frames) x $loops, max speed, retraining on
 start=$(date +%s.%N)
 "$BIN" replay --model ssdlite-ped "${sources[@]}" --limit "$FRAMES" --max-speed \
     --retrain --policy alert_then_continue --calib "$CALIB" --deadline-ms "$DEADLINE_MS" \
+    --keep-records "$KEEP_RECORDS" \
     --report "$OUT/report.json" --alerts "$OUT/alerts.jsonl" >"$OUT/replay.log" 2>&1 &
 pid=$!
 

@@ -46,6 +46,9 @@ pub fn score_thresh(s: &str) -> Result<f32, String> {
 pub fn limit(s: &str) -> Result<usize, String> {
     parse(s, "limit", LIMIT)
 }
+pub fn keep_records(s: &str) -> Result<usize, String> {
+    parse(s, "keep-records", LIMIT)
+}
 pub fn gt_min_pixels(s: &str) -> Result<usize, String> {
     parse(s, "gt-min-pixels", GT_MIN_PIXELS)
 }

@@ -47,6 +47,10 @@ pub struct NodeFlags {
     /// Stop after this many frames.
     #[arg(long, value_parser = bounds::limit)]
     pub limit: Option<usize>,
+    /// Keep per-frame records of only the latest N frames (0 = all): the report's per-frame
+    /// figures then cover those, its counts every frame (for long runs).
+    #[arg(long, value_parser = bounds::keep_records)]
+    pub keep_records: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +134,7 @@ pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
     c.score_thresh = n.score_thresh.unwrap_or(c.score_thresh);
     c.gt_min_pixels = a.gt_min_pixels.unwrap_or(c.gt_min_pixels);
     c.limit = n.limit.unwrap_or(c.limit);
+    c.keep_records = n.keep_records.unwrap_or(c.keep_records);
     if let Some(r) = a.sequences.frame_range()? {
         c.seq_frames = Some(r);
     }

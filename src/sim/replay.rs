@@ -77,6 +77,7 @@ pub fn replay(
         queue: sc.queue,
         deadline: Duration::from_secs_f64(sc.deadline_ms / 1e3),
         lockstep: sc.rate().is_none(),
+        keep_records: (sc.keep_records > 0).then_some(sc.keep_records),
         ..NodeSettings::default()
     };
     let (planner, decisions) = HarnessPlanner::new();

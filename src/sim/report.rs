@@ -64,6 +64,9 @@ pub struct ReplayReport {
     /// Frames the source produced (good and bad).
     pub frames: usize,
     pub processed: usize,
+    /// Frames whose records the per-frame figures below cover: `processed`, or the latest
+    /// `keep_records` of them.
+    pub frames_in_figures: usize,
     /// Frames never perceived (perception behind, or left when the run stopped).
     pub dropped: usize,
     /// Of `dropped`, the frames left when the run stopped.
@@ -172,6 +175,7 @@ impl ReplayReport {
             queue: sc.queue,
             frames: run.sourced,
             processed: run.processed,
+            frames_in_figures: run.records.len(),
             dropped: run.dropped.len(),
             dropped_at_stop: run.dropped_at_stop,
             bad_frames: run.bad.len(),

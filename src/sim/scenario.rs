@@ -62,6 +62,11 @@ pub struct Scenario {
     /// Stop after this many frames (0 = all).
     #[serde(default)]
     pub limit: usize,
+    /// Keep the per-frame records of only the latest this many frames (0 = all): the report's
+    /// per-frame figures (latency percentiles, hits, FLOPs, presence) then cover those frames,
+    /// its counts every frame. For long runs, where keeping every record grows memory.
+    #[serde(default)]
+    pub keep_records: usize,
     /// Only these frame numbers of each Cityscapes sequence, half-open, e.g. `(18, 30)`.
     #[serde(default)]
     pub seq_frames: Option<(usize, usize)>,
@@ -94,6 +99,7 @@ impl Scenario {
             max_speed: false,
             gt_min_pixels: default_gt_min_pixels(),
             limit: 0,
+            keep_records: 0,
             seq_frames: None,
             seq: Vec::new(),
             not_seq: Vec::new(),
@@ -146,6 +152,7 @@ impl Scenario {
             return Err(("fps", "give fps or max_speed: true".into()));
         }
         check_range("limit", self.limit, LIMIT).map_err(|r| ("limit", r))?;
+        check_range("keep_records", self.keep_records, LIMIT).map_err(|r| ("keep_records", r))?;
         check_range("gt_min_pixels", self.gt_min_pixels, GT_MIN_PIXELS)
             .map_err(|r| ("gt_min_pixels", r))?;
         if let Some((lo, hi)) = self.seq_frames {
@@ -240,6 +247,10 @@ mod tests {
             ("deadline_ms: 1e300", "deadline_ms must be in 0.1..=3600000"),
             ("queue: 100000", "queue must be in 1..=64, got 100000"),
             ("limit: 1000000000000", "limit must be in 0..=100000000"),
+            (
+                "keep_records: 1000000000000",
+                "keep_records must be in 0..=100000000",
+            ),
             (
                 "gt_min_pixels: 0",
                 "gt_min_pixels must be in 1..=100000000, got 0",
