@@ -328,17 +328,16 @@ impl<O> PerceptionLoop<O> {
                         });
                     }
                     self.processed += 1;
-                    if self.keep_records.is_some_and(|k| self.records.len() >= k) {
-                        self.records.pop_front();
-                    }
-                    if self.keep_records != Some(0) {
-                        self.records.push_back(FrameRecord {
-                            index: frame.index,
-                            queue_ms: ms(picked.saturating_duration_since(capture)),
-                            perceive_ms: ms(done.saturating_duration_since(picked)),
-                            latency_ms,
-                            outcome,
-                        });
+                    self.records.push_back(FrameRecord {
+                        index: frame.index,
+                        queue_ms: ms(picked.saturating_duration_since(capture)),
+                        perceive_ms: ms(done.saturating_duration_since(picked)),
+                        latency_ms,
+                        outcome,
+                    });
+                    if let Some(k) = self.keep_records {
+                        let excess = self.records.len().saturating_sub(k);
+                        self.records.drain(..excess);
                     }
                 }
                 Ok(Err(crate::Error::Cancelled)) => {
