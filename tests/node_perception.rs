@@ -38,6 +38,7 @@ fn always_hits() -> CacheExits {
         policy: ExitOn::Any,
         positive: 1,
         tolerance: 0.02,
+        version: None,
     }
 }
 

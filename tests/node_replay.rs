@@ -584,6 +584,7 @@ impl<T: Send + 'static> Perceive for HoldFirst<T> {
         ctx.publish(Alert::EarlyAlert {
             frame: f.index,
             exit: "synthetic".into(),
+            version: None,
             class: 1,
             pedestrian: true,
             confidence: 1.0,

@@ -87,18 +87,20 @@ impl<D: Staged> CacheEnabled<'_, D> {
         groups: &[usize],
         on_hit: &mut dyn FnMut(usize, usize, Prediction),
     ) -> Result<Outcome<D::Output>> {
-        self.forward_tapped(input, groups, on_hit, &mut |_, _, _| {})
+        self.forward_tapped(input, groups, &[], on_hit, &mut |_, _, _, _| {})
     }
 
-    /// [`Self::forward`], and `on_pooled(exit, items, pooled)` sees each exit's input before its
-    /// head judges it: the activation pooled to the store's grid `[items.len(), C, 4, 4]` for the
-    /// original batch indices `items` still in the batch (what the retrainer learns from).
+    /// [`Self::forward`], and `on_pooled(stage, items, pooled, (h, w))` sees the output of every stage
+    /// that has an exit or is listed in `taps`, before any head judges it: the activation pooled
+    /// to the store's grid `[items.len(), C, 4, 4]` for the original batch indices `items` still
+    /// in the batch (what the retrainer and the learner learn from), and its spatial size.
     pub fn forward_tapped(
         &self,
         input: &D::Input,
         groups: &[usize],
+        taps: &[usize],
         on_hit: &mut dyn FnMut(usize, usize, Prediction),
-        on_pooled: &mut dyn FnMut(usize, &[usize], &Tensor),
+        on_pooled: &mut dyn FnMut(usize, &[usize], &Tensor, (usize, usize)),
     ) -> Result<Outcome<D::Output>> {
         let profile = self.detector.flops_profile(input)?;
         let n = groups.len();
@@ -110,14 +112,26 @@ impl<D: Staged> CacheEnabled<'_, D> {
         let mut state = self.detector.start(input)?;
         for stage in 0..self.detector.stage_names().len() {
             state = self.detector.run_stage(stage, state)?;
+            let has_exit = self.exits.iter().any(|x| x.stage == stage);
+            if !has_exit && !taps.contains(&stage) {
+                continue;
+            }
+            let act = self.detector.activation(&state);
+            let (_, _, h, w) = act.dims4()?;
+            let pooled = pooled_rows(act)?;
+            on_pooled(stage, &alive, &pooled, (h, w));
             for (e, exit) in self
                 .exits
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| x.stage == stage)
             {
-                let pooled = pooled_rows(self.detector.activation(&state))?;
-                on_pooled(e, &alive, &pooled);
+                let pooled = if e > 0 && self.exits[e - 1].stage == stage {
+                    // Two exits on one stage (not made by calibration): the batch may have shrunk.
+                    pooled_rows(self.detector.activation(&state))?
+                } else {
+                    pooled.clone()
+                };
                 let preds = exit.predict_pooled(&pooled)?;
                 let mut resolved = vec![false; alive.len()];
                 for (pos, p) in preds.iter().enumerate() {

@@ -15,7 +15,7 @@
 //! early-stop on a slice of train), so these tests are not fooled by heads tuned to val's noise.
 
 use super::head::{regrid, CacheHead, HeadArch, SplitMix64};
-use super::train::{eval_loss, train_new, TrainConfig};
+use super::train::{eval_loss, train_new_cancellable, Checkpoint, TrainConfig, Unchecked};
 use candle_core::{bail, DType, Result, Tensor};
 use std::collections::{hash_map::Entry, HashMap};
 
@@ -169,6 +169,26 @@ pub fn search(
     cfg: &TrainConfig,
     flops_weight: f64,
 ) -> Result<SearchResult> {
+    search_with(
+        (train_x4, train_t),
+        (val_x4, val_t),
+        space,
+        cfg,
+        flops_weight,
+        &Unchecked,
+    )
+}
+
+/// [`search`], with `checkpoint` reached before every mini-batch of every candidate's training
+/// (a background learner pauses or gives up there).
+pub fn search_with(
+    (train_x4, train_t): (&Tensor, &Tensor),
+    (val_x4, val_t): (&Tensor, &Tensor),
+    space: &[HeadArch],
+    cfg: &TrainConfig,
+    flops_weight: f64,
+    checkpoint: &dyn Checkpoint,
+) -> Result<SearchResult> {
     let (n, c, _, _) = train_x4.dims4()?;
     let Some(classes) = space.first().map(|a| a.classes) else {
         bail!("architecture search over an empty space");
@@ -205,13 +225,14 @@ pub fn search(
         }
         let [fx, sx, vx] = &grids[&arch.grid];
         let seed = cfg.seed.wrapping_add(i as u64);
-        let (head, report) = train_new(
+        let (head, report) = train_new_cancellable(
             arch,
             c,
             (seed.wrapping_mul(0x9E37_79B9), seed),
             (fx, &fit_t),
             (sx, &stop_t),
             cfg,
+            checkpoint,
         )?;
         let (acc, bal, _) = accuracies(&argmax(&head.forward(vx)?)?, &labels, classes);
         let flops = arch.flops(c);

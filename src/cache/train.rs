@@ -12,6 +12,31 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Reached before every mini-batch: a background learner pauses there (leaving the CPU to
+/// perception) or gives the training up with an `Err`.
+pub trait Checkpoint {
+    fn reached(&self) -> Result<()>;
+}
+
+/// A cancel flag: set means "give the training up".
+impl Checkpoint for AtomicBool {
+    fn reached(&self) -> Result<()> {
+        if self.load(Ordering::Relaxed) {
+            bail!("training cancelled");
+        }
+        Ok(())
+    }
+}
+
+/// Never pauses, never cancels.
+pub struct Unchecked;
+
+impl Checkpoint for Unchecked {
+    fn reached(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Hyper-parameters of one training run. Defaults suit a few hundred samples per layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -120,12 +145,12 @@ pub fn train_new(
         (train_x, train_t),
         (val_x, val_t),
         cfg,
-        &AtomicBool::new(false),
+        &Unchecked,
     )
 }
 
-/// [`train_new`], abandoned with an error ("training cancelled") as soon as `cancel` is set
-/// (checked before every mini-batch), so a background retrainer can be stopped mid-round.
+/// [`train_new`], with `cancel` reached before every mini-batch (an `Err` there abandons the
+/// training), so a background learner can pause or be stopped mid-round.
 pub fn train_new_cancellable(
     arch: &HeadArch,
     in_channels: usize,
@@ -133,7 +158,7 @@ pub fn train_new_cancellable(
     (train_x, train_t): (&Tensor, &Tensor),
     (val_x, val_t): (&Tensor, &Tensor),
     cfg: &TrainConfig,
-    cancel: &AtomicBool,
+    cancel: &dyn Checkpoint,
 ) -> Result<(CacheHead, TrainReport)> {
     let mut head = CacheHead::new(arch.clone(), in_channels, seeds.0, train_x.device())?;
     let cfg = TrainConfig {
@@ -163,12 +188,12 @@ pub fn train(
         val_x,
         val_t,
         cfg,
-        &AtomicBool::new(false),
+        &Unchecked,
     )
 }
 
-/// [`train`], abandoned with an error as soon as `cancel` is set (see
-/// [`train_new_cancellable`]); the head is then left as it was mid-training.
+/// [`train`], with `cancel` reached before every mini-batch (see [`train_new_cancellable`]); after
+/// an `Err` there the head is left as it was mid-training.
 pub fn train_cancellable(
     head: &mut CacheHead,
     train_x: &Tensor,
@@ -176,7 +201,7 @@ pub fn train_cancellable(
     val_x: &Tensor,
     val_t: &Tensor,
     cfg: &TrainConfig,
-    cancel: &AtomicBool,
+    cancel: &dyn Checkpoint,
 ) -> Result<TrainReport> {
     let n = check(train_x, train_t, head, "train split")?;
     let nv = check(val_x, val_t, head, "val split")?;
@@ -218,9 +243,7 @@ pub fn train_cancellable(
         rng.shuffle(&mut order);
         let mut sum = 0f64;
         for chunk in order.chunks(cfg.batch) {
-            if cancel.load(Ordering::Relaxed) {
-                bail!("training cancelled");
-            }
+            cancel.reached()?;
             let idx = Tensor::new(chunk, &dev)?;
             let (x, t) = (tx.index_select(&idx, 0)?, tt.index_select(&idx, 0)?);
             let loss = kl_loss(&head.forward(&x)?, &t, &t_ent.index_select(&idx, 0)?)?;

@@ -23,9 +23,14 @@ pub struct NodeFlags {
     /// `--features cuda` build).
     #[arg(long)]
     pub device: Option<String>,
-    /// Cache exits (calibration folder).
+    /// Cache exits: a calibration folder, a learn dir (its latest version), or `auto`: learn
+    /// them on the drive from nothing (versions go to --learn-dir).
     #[arg(long)]
     pub calib: Option<PathBuf>,
+    /// With `--calib auto`: where the learned versions go (default target/learned/<model>);
+    /// when it holds versions, learning goes on from the latest.
+    #[arg(long)]
+    pub learn_dir: Option<PathBuf>,
     /// Run without cache exits (full detector on every frame).
     #[arg(long, conflicts_with = "calib")]
     pub no_cache: bool,
@@ -123,6 +128,9 @@ pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
     if n.no_cache {
         c.calib = None;
     }
+    if n.learn_dir.is_some() {
+        c.learn_dir = n.learn_dir.clone();
+    }
     c.policy = n.policy.unwrap_or(c.policy);
     if let Some(f) = n.fps {
         c.fps = Some(f);
@@ -164,6 +172,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
 pub fn finish(r: Replayed, report: &Path, alerts: Option<&Path>) -> anyhow::Result<i32> {
     print!("{}", r.report.summary());
     println!("report: {}", report.display());
+    println!("timeline: {}", timeline_path(report).display());
     if let Some(p) = alerts {
         println!("alerts: {}", p.display());
     }
@@ -171,6 +180,11 @@ pub fn finish(r: Replayed, report: &Path, alerts: Option<&Path>) -> anyhow::Resu
         Some(e) => Err(e.into()),
         None => Ok(0),
     }
+}
+
+/// The timeline picture beside a report: `R.json` -> `R.timeline.svg`.
+pub fn timeline_path(report: &Path) -> PathBuf {
+    report.with_extension("timeline.svg")
 }
 
 /// Replay `sc` through the node (the path `replay` and `demo` share) until the sources end,
@@ -195,5 +209,16 @@ pub fn replay_to_files(
     };
     let r = crate::sim::replay::replay(sc, alerts, &stop)?;
     write_json_atomic(report_path, &r.report)?;
+    let svg = timeline_path(report_path);
+    let title = format!(
+        "{} over {} frames ({})",
+        r.report.model,
+        r.report.processed,
+        r.report.calib.as_deref().unwrap_or("no cache exits")
+    );
+    crate::fsio::write_atomic(
+        &svg,
+        crate::sim::timeline::timeline_svg(&r.report.timeline, &title).as_bytes(),
+    )?;
     Ok(r)
 }

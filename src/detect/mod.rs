@@ -50,6 +50,27 @@ pub trait TeacherTarget {
     fn target(&self) -> Vec<f32>;
     /// Whether the full detector reports a pedestrian scoring at least `score_thresh`.
     fn pedestrian(&self, score_thresh: f32) -> bool;
+    /// The teacher's distribution when its presence decision is made at `score_thresh`, the
+    /// score the node alerts on: its most likely class is "pedestrian" exactly when
+    /// [`Self::pedestrian`] says so. The default is [`Self::target`] (a teacher whose classes
+    /// already mean that).
+    fn target_at(&self, score_thresh: f32) -> Vec<f32> {
+        let _ = score_thresh;
+        self.target()
+    }
+}
+
+/// `p` moved so that `at` maps to 1/2, on the logit scale (monotone, fixes 0 and 1): a
+/// presence score judged against threshold `at` as a probability judged against 1/2.
+pub fn recentre(p: f32, at: f32) -> f32 {
+    let logit = |x: f32| {
+        let x = x.clamp(1e-6, 1.0 - 1e-6);
+        (x / (1.0 - x)).ln()
+    };
+    if p <= 0.0 || p >= 1.0 {
+        return p.clamp(0.0, 1.0);
+    }
+    1.0 / (1.0 + (logit(at) - logit(p)).exp())
 }
 
 /// A network that can be run one candidate layer at a time.

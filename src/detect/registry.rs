@@ -322,6 +322,13 @@ impl TeacherTarget for AnyOutput {
             AnyOutput::Rcnn(o) => o.pedestrian(score_thresh),
         }
     }
+
+    fn target_at(&self, score_thresh: f32) -> Vec<f32> {
+        match self {
+            AnyOutput::Ssd(o) => o.target_at(score_thresh),
+            AnyOutput::Rcnn(o) => o.target_at(score_thresh),
+        }
+    }
 }
 
 impl FrameDetections for AnyOutput {

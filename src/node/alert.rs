@@ -37,6 +37,10 @@ pub enum Alert {
         frame: usize,
         /// The layer the exit sits on.
         exit: String,
+        /// The version of the exit set that answered (a learn dir's `vNNNN`); `null` for a
+        /// calibration folder of its own.
+        #[serde(default)]
+        version: Option<u32>,
         /// The class the exit predicted.
         class: usize,
         /// Whether that class means "pedestrian present".

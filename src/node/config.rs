@@ -6,6 +6,7 @@
 //! what replaying adds (sources, camera rate, ground truth).
 
 use super::alert::HitPolicy;
+use super::learn::LearnSettings;
 use serde::{Deserialize, Serialize};
 use std::fmt::{Debug, Display};
 use std::ops::RangeInclusive;
@@ -90,6 +91,52 @@ pub struct NodeConfig {
     /// swap them in between frames (needs `calib`). Alert streams are then timing-dependent.
     #[serde(default)]
     pub retrain: bool,
+    /// Where `calib: auto` writes its versions (default `target/learned/<model>`); when it
+    /// already holds versions, learning starts from the latest.
+    #[serde(default)]
+    pub learn_dir: Option<PathBuf>,
+    /// How the node learns under `calib: auto` ([`LearnSettings`]).
+    #[serde(default)]
+    pub learn: LearnSettings,
+}
+
+/// `calib` value that makes the node learn its exits on the drive.
+pub const CALIB_AUTO: &str = "auto";
+
+/// Whether a `calib` value means "learn on the drive".
+pub fn is_auto(calib: Option<&Path>) -> bool {
+    calib.is_some_and(|c| c.as_os_str() == CALIB_AUTO)
+}
+
+/// The checks of the learning keys shared by the node config and the replay scenario.
+pub(crate) fn validate_learning(
+    calib: Option<&Path>,
+    learn_dir: Option<&Path>,
+    learn: &LearnSettings,
+    retrain: bool,
+) -> Result<(), (&'static str, String)> {
+    let auto = is_auto(calib);
+    if auto && retrain {
+        return Err((
+            "retrain",
+            "calib: auto learns and recalibrates on its own; retrain is for a fixed calibration"
+                .into(),
+        ));
+    }
+    if learn_dir.is_some() && !auto {
+        return Err((
+            "learn_dir",
+            "learn_dir is where calib: auto writes its versions (give calib: auto; to run a \
+             learn dir's latest version without learning, give it as calib)"
+                .into(),
+        ));
+    }
+    if let Some(d) = learn_dir {
+        if d.exists() && !d.is_dir() {
+            return Err(("learn_dir", format!("{}: not a folder", d.display())));
+        }
+    }
+    learn.validate().map_err(|e| ("learn", e))
 }
 
 impl Default for NodeConfig {
@@ -105,6 +152,8 @@ impl Default for NodeConfig {
             queue: default_queue(),
             score_thresh: default_score(),
             retrain: false,
+            learn_dir: None,
+            learn: LearnSettings::default(),
         }
     }
 }
@@ -157,6 +206,12 @@ impl NodeConfig {
                 ));
             }
         }
+        validate_learning(
+            self.calib.as_deref(),
+            self.learn_dir.as_deref(),
+            &self.learn,
+            self.retrain,
+        )?;
         if self.retrain && self.calib.is_none() {
             return Err((
                 "retrain",
@@ -168,12 +223,24 @@ impl NodeConfig {
                 return Err(("weights", format!("{}: no such file", w.display())));
             }
         }
-        if let Some(c) = &self.calib {
+        if let Some(c) = self.calib.as_ref().filter(|c| !is_auto(Some(c))) {
             if !c.is_dir() {
                 return Err(("calib", format!("{}: no such folder", c.display())));
             }
         }
         Ok(())
+    }
+
+    /// Whether the node learns its exits on the drive (`calib: auto`).
+    pub fn learns(&self) -> bool {
+        is_auto(self.calib.as_deref())
+    }
+
+    /// The learn dir: `learn_dir`, or `target/learned/<model>`.
+    pub fn learn_dir_or_default(&self) -> PathBuf {
+        self.learn_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("target/learned").join(&self.model))
     }
 
     /// The weights to load, as the registry takes them.
@@ -199,6 +266,7 @@ pub(crate) fn parse_ron<T: serde::de::DeserializeOwned>(
     name: &str,
     validate: impl Fn(&T) -> Result<(), (&'static str, String)>,
 ) -> crate::Result<T> {
+    let text = &quote_bare_auto(text);
     let v: T = ron::Options::default()
         .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str(text)
@@ -208,6 +276,34 @@ pub(crate) fn parse_ron<T: serde::de::DeserializeOwned>(
         None => crate::err!("{name}: {reason}"),
     })?;
     Ok(v)
+}
+
+/// `calib: auto` as `calib: "auto"`: RON reads a bare identifier as a unit value whose name is
+/// lost, so the one bare word the `calib` key takes is quoted before parsing (same lines and
+/// columns before it, so error positions stay right up to it).
+fn quote_bare_auto(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            let Some(rest) = t.strip_prefix("calib") else {
+                return l.to_string();
+            };
+            let Some(value) = rest.trim_start().strip_prefix(':') else {
+                return l.to_string();
+            };
+            let v = value.trim_start();
+            let bare = v.strip_prefix(CALIB_AUTO).is_some_and(|after| {
+                after.is_empty() || after.starts_with([',', ' ', ')', '/', '\t'])
+            });
+            if bare {
+                let at = l.len() - v.len();
+                format!("{}\"{CALIB_AUTO}\"{}", &l[..at], &v[CALIB_AUTO.len()..])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// 1-based line of the first `key:` in the text.
@@ -269,6 +365,33 @@ mod tests {
             e,
             "s.ron:2: standin_weights is for maskrcnn-r50-fpn, not ssdlite-ped"
         );
+    }
+
+    #[test]
+    fn calib_auto_is_read_bare_or_quoted_and_learning_keys_are_checked() {
+        for text in ["(calib: auto)", "(calib: \"auto\")", "(\n  calib: auto,\n)"] {
+            let c = NodeConfig::parse(text, "a.ron").unwrap();
+            assert!(c.learns(), "{text}");
+            assert_eq!(
+                c.learn_dir_or_default(),
+                Path::new("target/learned/ssdlite-ped")
+            );
+        }
+        // A folder whose name starts with "auto" is a folder.
+        let e = NodeConfig::parse("(calib: \"autoexits\")", "a.ron").unwrap_err();
+        assert!(e.to_string().contains("autoexits: no such folder"), "{e}");
+        let e = NodeConfig::parse("(\n  learn_dir: \"x\",\n)", "a.ron").unwrap_err();
+        assert!(e.to_string().starts_with("a.ron:2: learn_dir is where"), "{e}");
+        let e = NodeConfig::parse("(\n  calib: auto,\n  learn: (cpu_share: 2.0),\n)", "a.ron")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.ron:3: learn.cpu_share must be in 0..=1, got 2.0"
+        );
+        let e = NodeConfig::parse("(calib: auto, learn: (audit: 1))", "a.ron").unwrap_err();
+        assert!(e.to_string().contains("audit"), "{e}");
+        let e = NodeConfig::parse("(calib: auto, retrain: true)", "a.ron").unwrap_err();
+        assert!(e.to_string().contains("recalibrates on its own"), "{e}");
     }
 
     #[test]

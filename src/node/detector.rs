@@ -56,6 +56,13 @@ impl CacheableDetector for AnyDetector {
             AnyDetector::Rcnn(m) => m.stage_channels(i),
         }
     }
+
+    fn device(&self) -> candle_core::Device {
+        match self {
+            AnyDetector::Ssd(m) => CacheableDetector::device(&**m),
+            AnyDetector::Rcnn(m) => CacheableDetector::device(&**m),
+        }
+    }
 }
 
 /// A staged detector that refuses to start a stage (or the rest of the network) once `stop` is

@@ -84,6 +84,8 @@ pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod detector;
+pub mod learn;
+pub mod live;
 pub mod perception;
 pub mod pipeline;
 pub mod planner;

@@ -15,7 +15,9 @@ use super::alert::{Alert, HitPolicy};
 use super::clock::{ms, StopFlag, SystemClock};
 use super::config::NodeConfig;
 use super::detector::Cancellable;
-use super::retrain::{LiveExits, RetrainConfig, RetrainStats, Retrainer};
+use super::learn::{AuditJob, LabelledUnit, LearnSettings, LearnSetup, LearnStats, Learner, Verdict};
+use super::live::{LiveExits, LiveSet};
+use super::retrain::{RetrainConfig, RetrainStats, Retrainer};
 use super::source::Frame;
 use super::task::{FrameCtx, Perceive};
 use crate::cache::calibration::CacheableDetector;
@@ -24,7 +26,9 @@ use crate::cache::ExitOn;
 use crate::detect::{FrameDetections, Staged, TeacherTarget};
 use crate::frame::RgbFrame;
 use candle_core::{Device, Tensor};
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +44,19 @@ pub struct PerceptionConfig {
     /// Retrain the exits in the background (`None`: off). Its `tolerance` is replaced by the
     /// calibration's.
     pub retrain: Option<RetrainConfig>,
+    /// Learn exits on the drive ([`crate::node::learn`]); `None`: off.
+    pub learn: Option<LearnPlan>,
     /// At stop, how long to wait for the retrainer once it was told to cancel.
     pub stop_grace: Duration,
+}
+
+/// Where and how perception learns its exits.
+#[derive(Clone, Debug)]
+pub struct LearnPlan {
+    /// Versions go to `DIR/v0001/`, ...
+    pub learn_dir: PathBuf,
+    /// How it learns.
+    pub settings: LearnSettings,
 }
 
 impl Default for PerceptionConfig {
@@ -51,6 +66,7 @@ impl Default for PerceptionConfig {
             score_thresh: 0.5,
             deadline: Duration::from_millis(100),
             retrain: None,
+            learn: None,
             stop_grace: Duration::from_millis(500),
         }
     }
@@ -64,6 +80,10 @@ impl PerceptionConfig {
             score_thresh: cfg.score_thresh,
             deadline: Duration::from_secs_f64(cfg.deadline_ms / 1e3),
             retrain: cfg.retrain.then(RetrainConfig::default),
+            learn: cfg.learns().then(|| LearnPlan {
+                learn_dir: cfg.learn_dir_or_default(),
+                settings: cfg.learn.clone(),
+            }),
             ..Self::default()
         }
     }
@@ -82,19 +102,23 @@ pub struct CacheExits {
     pub positive: usize,
     /// The calibration's accuracy-drop budget (the retrainer judges candidates with it).
     pub tolerance: f64,
+    /// Its version, when it is one of a learn dir's.
+    pub version: Option<u32>,
 }
 
 impl CacheExits {
-    /// Load a calibration folder (`exits.ron` + `heads.safetensors`), heads on `device` (the
-    /// detector's).
+    /// Load a calibration folder (`exits.ron` + `heads.safetensors`), or a learn dir's latest
+    /// version, heads on `device` (the detector's).
     pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (f, exits) = crate::cache::files::load(dir, device)?;
+        let (dir, version) = super::learn::versions::resolve_calib(dir)?;
+        let (f, exits) = crate::cache::files::load(&dir, device)?;
         Ok(Self {
             model: f.model,
             exits,
             policy: f.policy,
             positive: f.positive,
             tolerance: f.tolerance,
+            version,
         })
     }
 }
@@ -122,6 +146,9 @@ pub struct FrameOutcome {
     pub continue_skipped: bool,
     /// For each unit hit that the full detector also judged: (exit, same pedestrian answer).
     pub hit_agree: Vec<(usize, bool)>,
+    /// The version of the exit set the frame ran with (`None`: a calibration folder of its
+    /// own, or no set).
+    pub version: Option<u32>,
 }
 
 impl FrameOutcome {
@@ -145,28 +172,66 @@ pub struct Processed {
 pub struct PerceptionStats {
     /// The retrainer's work, when it was on.
     pub retrain: Option<RetrainStats>,
+    /// The learner's work, when it was on.
+    pub learn: Option<LearnStats>,
 }
 
 /// The perception task (see the module doc).
-pub struct Perception<D> {
-    detector: D,
+pub struct Perception<D: Staged> {
+    detector: Arc<D>,
     live: Arc<LiveExits>,
+    /// The layers hits are counted on: the calibration's exits, or (learning) every candidate.
     layers: Vec<String>,
     exit_policy: ExitOn,
     positive: usize,
     cfg: PerceptionConfig,
     retrainer: Option<Retrainer>,
+    learning: Option<Learning<D>>,
     /// Running estimate of a full-detector pass, ms, for `alert_then_continue`.
     full_ms_est: Option<f64>,
 }
 
+/// Perception's side of learning: the learner starts at the first frame (the candidate layers
+/// depend on the detector's input).
+struct Learning<D: Staged> {
+    plan: LearnPlan,
+    /// Versions in the learn dir are numbered after this one.
+    after: u32,
+    learner: Option<Learner<D>>,
+    candidates: Vec<usize>,
+    /// Accumulates `audit_fraction` per frame a hit resolved; an audit is due at 1.
+    audit_credit: f64,
+}
+
+/// Says "perception is mid-frame" to the learner while it lives, however the frame ends.
+struct MidFrame(Option<Arc<AtomicBool>>);
+
+impl MidFrame {
+    fn new(flag: Option<Arc<AtomicBool>>) -> Self {
+        if let Some(f) = &flag {
+            f.store(true, Ordering::Relaxed);
+        }
+        Self(flag)
+    }
+}
+
+impl Drop for MidFrame {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 impl<D> Perception<D>
 where
-    D: CacheableDetector,
+    D: CacheableDetector + Send + Sync + 'static,
+    D::Input: Send + 'static,
     D::Output: TeacherTarget + FrameDetections,
 {
     /// Perception with `detector` and its calibrated `exits` (`None`: full detection on every
-    /// frame). Starts the retrainer when `cfg.retrain` is set (it needs exits).
+    /// frame, or, with `cfg.learn`, until the learner adopts a set). Starts the retrainer when
+    /// `cfg.retrain` is set (it needs exits).
     pub fn new(
         detector: D,
         exits: Option<CacheExits>,
@@ -179,10 +244,14 @@ where
         let positive = exits.as_ref().map_or(detector.positive(), |x| x.positive);
         let exit_policy = exits.as_ref().map_or_else(ExitOn::default, |x| x.policy);
         let tolerance = exits.as_ref().map(|x| x.tolerance);
+        let version = exits.as_ref().and_then(|x| x.version);
         let exits = exits.map_or_else(Vec::new, |x| x.exits);
         let layers = exits.iter().map(|e| e.layer.clone()).collect();
         let n_exits = exits.len();
-        let live = Arc::new(LiveExits::new(exits));
+        let live = Arc::new(LiveExits::new(LiveSet { version, exits }));
+        if cfg.learn.is_some() && cfg.retrain.is_some() {
+            crate::bail!("learn and retrain are two ways to keep exits fresh: choose one");
+        }
         let retrainer = match (&cfg.retrain, tolerance) {
             (Some(r), Some(tolerance)) if n_exits > 0 => Some(Retrainer::spawn(
                 live.clone(),
@@ -196,14 +265,28 @@ where
             (Some(_), _) => crate::bail!("retrain needs a calibration with selected exits (calib)"),
             (None, _) => None,
         };
+        let learning = match &cfg.learn {
+            Some(plan) => {
+                let on_disk = super::learn::versions::latest(&plan.learn_dir)?.unwrap_or(0);
+                Some(Learning {
+                    plan: plan.clone(),
+                    after: on_disk.max(version.unwrap_or(0)),
+                    learner: None,
+                    candidates: Vec::new(),
+                    audit_credit: 0.0,
+                })
+            }
+            None => None,
+        };
         Ok(Self {
-            detector,
+            detector: Arc::new(detector),
             live,
             layers,
             exit_policy,
             positive,
             cfg,
             retrainer,
+            learning,
             full_ms_est: None,
         })
     }
@@ -213,7 +296,9 @@ where
         &self.detector
     }
 
-    /// The layers of the exits, in network order (`EarlyAlert::exit` names one of them).
+    /// The layers hits are counted on, in network order (`FrameOutcome::hits` follows them):
+    /// the calibration's exits, or, when learning, every candidate layer (known from the first
+    /// frame on).
     pub fn exit_layers(&self) -> &[String] {
         &self.layers
     }
@@ -221,6 +306,13 @@ where
     /// How perception runs.
     pub fn config(&self) -> &PerceptionConfig {
         &self.cfg
+    }
+
+    /// What the learner has done so far (`None` when not learning).
+    pub fn learn_stats(&self) -> Option<LearnStats> {
+        self.learning
+            .as_ref()
+            .map(|l| l.learner.as_ref().map(Learner::stats).unwrap_or_default())
     }
 
     /// Process one frame on this thread with the system clock; the alerts come back together.
@@ -251,59 +343,129 @@ where
         })
     }
 
+    /// Start the learner at the first frame, once the candidate layers are known.
+    fn start_learning(&mut self, profile: &crate::detect::FlopsProfile) -> crate::Result<()> {
+        let Some(l) = self.learning.as_mut().filter(|l| l.learner.is_none()) else {
+            return Ok(());
+        };
+        let det = &*self.detector;
+        let candidates = det.candidate_stages(profile);
+        crate::ensure!(
+            !candidates.is_empty(),
+            "learning: {} has no candidate layer for cache exits on this input",
+            det.model_name()
+        );
+        let facts = crate::cache::calibration::ModelFacts::of(det);
+        self.layers = candidates
+            .iter()
+            .map(|&s| facts.stage_names[s].clone())
+            .collect();
+        for e in &self.live.load().exits {
+            crate::ensure!(
+                self.layers.contains(&e.layer),
+                "learning: the starting exit {} is not a candidate layer ({:?})",
+                e.layer,
+                self.layers
+            );
+        }
+        let setup = LearnSetup {
+            channels: candidates.iter().map(|&s| det.stage_channels(s)).collect(),
+            candidates: candidates.clone(),
+            facts,
+            learn_dir: l.plan.learn_dir.clone(),
+            policy: self.exit_policy,
+            score_thresh: self.cfg.score_thresh,
+            device: det.device(),
+            settings: l.plan.settings.clone(),
+        };
+        l.learner = Some(Learner::spawn(
+            self.detector.clone(),
+            self.live.clone(),
+            setup,
+            l.after,
+        )?);
+        l.candidates = candidates;
+        Ok(())
+    }
+
     fn frame(
         &mut self,
         frame: &Frame<RgbFrame>,
         ctx: &mut FrameCtx<'_>,
         stop: &StopFlag,
     ) -> crate::Result<FrameOutcome> {
+        let (input, regions) = self.detector.frame_units(&frame.payload)?;
+        let profile = self.detector.flops_profile(&input)?;
+        self.start_learning(&profile)?;
+        if let Some(l) = self.learning.as_ref().and_then(|l| l.learner.as_ref()) {
+            l.at_frame(frame.index);
+        }
+        let _mid = MidFrame::new(
+            self.learning
+                .as_ref()
+                .and_then(|l| l.learner.as_ref())
+                .map(Learner::perceiving_flag),
+        );
         let det = Cancellable {
-            inner: &self.detector,
+            inner: &*self.detector,
             stop,
         };
         let (thresh, positive) = (self.cfg.score_thresh, self.positive);
         let deadline_ms = ms(self.cfg.deadline);
         let img = &frame.payload;
-        let (input, regions) = self.detector.frame_units(img)?;
         let groups = vec![0usize; regions.len()];
-        let profile = self.detector.flops_profile(&input)?;
         let capture = frame.capture;
         // One set of exits for the whole frame (a swap lands between frames).
+        let set = self.live.load();
+        let version = set.version;
         let cached = CacheEnabled {
             detector: &det,
-            exits: self.live.load().to_vec(),
+            exits: set.exits.clone(),
             policy: self.exit_policy,
             positive,
         };
-        let n_exits = cached.exits.len();
-        let learning = self.retrainer.is_some();
-        // Per unit, its pooled input at each exit, kept for the retrainer.
-        let mut taps: Vec<Vec<Option<Vec<f32>>>> = if learning {
-            vec![vec![None; n_exits]; regions.len()]
-        } else {
-            Vec::new()
+        // Stages whose pooled output the retrainer or the learner keeps, per unit.
+        let tap_stages: Vec<usize> = match (&self.learning, &self.retrainer) {
+            (Some(l), _) => l.candidates.clone(),
+            (None, Some(_)) => cached.exits.iter().map(|e| e.stage).collect(),
+            (None, None) => Vec::new(),
         };
-        let mut tap = |e: usize, alive: &[usize], pooled: &Tensor| {
-            if taps.is_empty() {
+        let mut taps: Vec<HashMap<usize, Vec<f32>>> = if tap_stages.is_empty() {
+            Vec::new()
+        } else {
+            vec![HashMap::new(); regions.len()]
+        };
+        let mut sizes: HashMap<usize, (usize, usize)> = HashMap::new();
+        let mut tap = |stage: usize, alive: &[usize], pooled: &Tensor, hw: (usize, usize)| {
+            if taps.is_empty() || !tap_stages.contains(&stage) {
                 return;
             }
+            sizes.insert(stage, hw);
             if let Ok(rows) = pooled.flatten_from(1).and_then(|t| t.to_vec2::<f32>()) {
                 for (&u, row) in alive.iter().zip(rows) {
-                    taps[u][e] = Some(row);
+                    taps[u].insert(stage, row);
                 }
             }
         };
-        let layers = &self.layers;
+        // Hits are counted on `self.layers`; the exits of this set map onto them.
+        let slot: Vec<usize> = cached
+            .exits
+            .iter()
+            .map(|e| self.layers.iter().position(|l| *l == e.layer).unwrap_or(0))
+            .collect();
+        let exit_names: Vec<String> = cached.exits.iter().map(|e| e.layer.clone()).collect();
         let out = cached.forward_tapped(
             &input,
             &groups,
+            &tap_stages,
             // Called as each hit is known, before the rest of the batch goes on: the alert
             // leaves now.
             &mut |_, e, p| {
                 let latency_ms = ms(ctx.now().saturating_duration_since(capture));
                 ctx.publish(Alert::EarlyAlert {
                     frame: frame.index,
-                    exit: layers[e].clone(),
+                    exit: exit_names[e].clone(),
+                    version,
                     class: p.class,
                     pedestrian: p.class == positive,
                     confidence: p.confidence,
@@ -318,38 +480,54 @@ where
             units: regions.len(),
             flops: out.flops.iter().sum(),
             full_flops: profile.full * regions.len() as u64,
-            hits: vec![0; n_exits],
+            hits: vec![0; self.layers.len()],
+            version,
             ..Default::default()
         };
         let mut full_units = Vec::new();
         let mut unit_hits = Vec::new();
+        let mut resolved_early = Vec::new();
         for (u, r) in out.items.iter().enumerate() {
             match r {
                 Resolution::Hit { exit, prediction } => {
-                    o.hits[*exit] += 1;
+                    o.hits[slot[*exit]] += 1;
                     unit_hits.push((u, *exit, prediction.class == positive));
+                    resolved_early.push(u);
                     o.cached_pedestrian |= prediction.class == positive;
                 }
-                Resolution::Group { .. } => o.cached_pedestrian = true,
+                Resolution::Group { .. } => {
+                    o.cached_pedestrian = true;
+                    resolved_early.push(u);
+                }
                 Resolution::Full(d) => {
                     o.cached_pedestrian |= d.pedestrian(thresh);
                     full_units.push((u, d));
                 }
             }
         }
-        let mut teach = Teacher {
-            retrainer: self.retrainer.as_mut(),
-            taps,
-            frame: frame.index,
-        };
         let detections = |units: &[(usize, &D::Output)], ctx: &mut FrameCtx<'_>| {
             publish_detections((frame.index, capture), &regions, units, thresh, ctx)
         };
         if !full_units.is_empty() {
             detections(&full_units, ctx);
         }
-        for (u, d) in &full_units {
-            teach.offer(*u, d.target());
+        let exit_stages: Vec<usize> = cached.exits.iter().map(|e| e.stage).collect();
+        if let Some(r) = self.retrainer.as_mut() {
+            for (u, d) in &full_units {
+                offer_retrainer(r, frame.index, *u, &mut taps[*u], &exit_stages, d.target_at(thresh));
+            }
+        }
+        let mut learned: Vec<LabelledUnit> = Vec::new();
+        if let Some(l) = &self.learning {
+            for (u, d) in &full_units {
+                if let Some(feats) = l.candidates.iter().map(|s| taps[*u].remove(s)).collect() {
+                    learned.push(LabelledUnit {
+                        unit: *u,
+                        feats,
+                        target: d.target_at(thresh),
+                    });
+                }
+            }
         }
         if full_units.len() == regions.len() {
             o.full_pedestrian = Some(o.cached_pedestrian);
@@ -360,46 +538,125 @@ where
                 .is_none_or(|est| elapsed_ms + est <= deadline_ms);
             if fits {
                 let t = ctx.now();
-                let full = det.forward_staged(&input)?;
+                let cands = self.learning.as_ref().map_or(&[][..], |l| &l.candidates[..]);
+                let full = super::learn::taps::full_tapped(&det, &input, cands, &|| Ok(()))?;
                 let took = ms(ctx.now().saturating_duration_since(t));
                 self.full_ms_est = Some(self.full_ms_est.map_or(took, |e| 0.8 * e + 0.2 * took));
                 o.flops += o.full_flops;
-                o.full_pedestrian = Some(full.iter().any(|d| d.pedestrian(thresh)));
+                o.full_pedestrian = Some(full.outputs.iter().any(|d| d.pedestrian(thresh)));
                 o.hit_agree = unit_hits
                     .iter()
-                    .map(|&(u, e, ped)| (e, full[u].pedestrian(thresh) == ped))
+                    .map(|&(u, e, ped)| (slot[e], full.outputs[u].pedestrian(thresh) == ped))
                     .collect();
-                let units: Vec<(usize, &D::Output)> = full.iter().enumerate().collect();
+                let units: Vec<(usize, &D::Output)> = full.outputs.iter().enumerate().collect();
                 detections(&units, ctx);
-                for &(u, _, _) in &unit_hits {
-                    teach.offer(u, full[u].target());
+                if let Some(r) = self.retrainer.as_mut() {
+                    for &(u, _, _) in &unit_hits {
+                        let target = full.outputs[u].target_at(thresh);
+                        offer_retrainer(r, frame.index, u, &mut taps[u], &exit_stages, target);
+                    }
                 }
+                if let Some(l) = self.learning.as_mut().and_then(|l| l.learner.as_mut()) {
+                    let verdicts = unit_hits
+                        .iter()
+                        .map(|&(u, _, ped)| Verdict::of(ped, full.outputs[u].pedestrian(thresh)))
+                        .collect();
+                    l.verdicts(frame.index, version, verdicts);
+                    let mut feats = full.feats;
+                    for &u in &resolved_early {
+                        learned.push(LabelledUnit {
+                            unit: u,
+                            feats: std::mem::take(&mut feats[u]),
+                            target: full.outputs[u].target_at(thresh),
+                        });
+                    }
+                }
+                resolved_early.clear(); // judged here: nothing left to audit
             } else {
                 o.continue_skipped = true;
+            }
+        }
+        let waiting = ctx.frames_waiting();
+        if let Some(l) = self.learning.as_mut() {
+            let frame_sizes = l
+                .candidates
+                .iter()
+                .map(|s| sizes.get(s).copied().unwrap_or((0, 0)))
+                .collect();
+            let Some(learner) = l.learner.as_mut() else {
+                return Ok(o);
+            };
+            learner.offer_units(frame.index, learned, frame_sizes, profile.clone());
+            if !resolved_early.is_empty() && version.is_some() {
+                l.audit_credit += l.plan.settings.audit_fraction;
+                let sampled = l.audit_credit >= 1.0;
+                if sampled {
+                    l.audit_credit -= 1.0;
+                }
+                let idle =
+                    l.plan.settings.audit_when_idle && waiting == 0 && learner.audit_idle();
+                if sampled || idle {
+                    let job = AuditJob {
+                        frame: frame.index,
+                        version,
+                        input,
+                        hits: unit_hits.iter().map(|&(u, _, ped)| (u, ped)).collect(),
+                        unlabelled: resolved_early,
+                    };
+                    learner.offer_audit(job, sampled);
+                }
             }
         }
         Ok(o)
     }
 
-    /// `Err` once a background part (the retrainer) has failed.
+    /// `Err` once a background part (the retrainer, the learner) has failed.
     pub fn check(&mut self) -> crate::Result<()> {
-        self.retrainer.as_ref().map_or(Ok(()), Retrainer::check)
+        self.retrainer.as_ref().map_or(Ok(()), Retrainer::check)?;
+        match self.learning.as_ref().and_then(|l| l.learner.as_ref()) {
+            Some(l) => l.check(),
+            None => Ok(()),
+        }
     }
 
-    /// End perception: the retrainer finishes what it holds, or, when `cancel` is (or becomes)
-    /// set, cancels its round and is waited for at most [`PerceptionConfig::stop_grace`].
+    /// End perception: the retrainer and the learner finish what they hold, or, when `cancel`
+    /// is (or becomes) set, cancel their work and are waited for at most
+    /// [`PerceptionConfig::stop_grace`].
     pub fn stop(self, cancel: &StopFlag) -> crate::Result<PerceptionStats> {
         let retrain = match self.retrainer {
             Some(r) => Some(r.stop(cancel, self.cfg.stop_grace)?),
             None => None,
         };
-        Ok(PerceptionStats { retrain })
+        let learn = match self.learning {
+            Some(Learning {
+                learner: Some(l), ..
+            }) => Some(l.stop(cancel, self.cfg.stop_grace)?),
+            Some(_) => Some(LearnStats::default()),
+            None => None,
+        };
+        Ok(PerceptionStats { retrain, learn })
+    }
+}
+
+/// Offer unit `u` to the retrainer with its inputs at each exit (when every exit saw it).
+fn offer_retrainer(
+    r: &mut Retrainer,
+    frame: usize,
+    u: usize,
+    taps: &mut HashMap<usize, Vec<f32>>,
+    exit_stages: &[usize],
+    target: Vec<f32>,
+) {
+    if let Some(feats) = exit_stages.iter().map(|s| taps.remove(s)).collect() {
+        // Ids only need to be distinct per unit: a frame has at most a few tiles.
+        r.offer((frame * 8 + u) as u64, feats, target);
     }
 }
 
 impl<D> Perceive for Perception<D>
 where
-    D: CacheableDetector,
+    D: CacheableDetector + Send + Sync + 'static,
+    D::Input: Send + 'static,
     D::Output: TeacherTarget + FrameDetections,
 {
     type Payload = RgbFrame;
@@ -415,26 +672,6 @@ where
 
     fn check(&mut self) -> crate::Result<()> {
         Perception::check(self)
-    }
-}
-
-/// Offers the units the full detector labelled to the retrainer, with their inputs at each exit.
-struct Teacher<'a> {
-    retrainer: Option<&'a mut Retrainer>,
-    taps: Vec<Vec<Option<Vec<f32>>>>,
-    frame: usize,
-}
-
-impl Teacher<'_> {
-    /// Offer unit `u` with the teacher's `target`, when every exit saw it (once per unit).
-    fn offer(&mut self, u: usize, target: Vec<f32>) {
-        let Some(r) = self.retrainer.as_deref_mut() else {
-            return;
-        };
-        if let Some(feats) = self.taps.get_mut(u).and_then(|t| t.drain(..).collect()) {
-            // Ids only need to be distinct per unit: a frame has at most a few tiles.
-            r.offer((self.frame * 8 + u) as u64, feats, target);
-        }
     }
 }
 

@@ -29,6 +29,7 @@
 
 use crate::cache::calibration::{argmax, fit_temperature, T_BOUNDS};
 use crate::cache::enabled::Exit;
+pub use crate::node::live::{LiveExits, LiveSet};
 use crate::cache::head::regrid;
 use crate::cache::store::{MedialStore, Sample, Split};
 use crate::cache::train::{train_new_cancellable, TrainConfig};
@@ -40,34 +41,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use serde::Serialize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The exits perception uses, replaced whole between frames.
-pub struct LiveExits {
-    current: RwLock<Arc<Vec<Exit>>>,
-}
-
-impl LiveExits {
-    /// A live set that starts as `exits`.
-    pub fn new(exits: Vec<Exit>) -> Self {
-        Self {
-            current: RwLock::new(Arc::new(exits)),
-        }
-    }
-
-    /// The current set (perception: once per frame).
-    pub fn load(&self) -> Arc<Vec<Exit>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn replace(&self, exits: Vec<Exit>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(exits);
-    }
-}
 
 #[derive(Clone, Debug)]
 /// How the retrainer learns and when it retrains.
@@ -291,6 +266,7 @@ fn run(
 ) {
     let layers: Vec<(String, usize)> = live
         .load()
+        .exits
         .iter()
         .map(|e| (e.layer.clone(), e.head.in_channels))
         .collect();
@@ -351,7 +327,8 @@ fn round(
     if train_s.is_empty() || val_s.is_empty() || test_s.is_empty() {
         return Ok(None);
     }
-    let current = live.load();
+    let set = live.load();
+    let current = &set.exits;
     let val_teacher: Vec<usize> = val_s.iter().map(|s| argmax(&s.target)).collect();
     let mut candidate = Vec::with_capacity(current.len());
     for (l, exit) in current.iter().enumerate() {
@@ -379,7 +356,7 @@ fn round(
             ..exit.clone()
         });
     }
-    let (live_errors, live_hits) = cascade(&current, store, &test_s, policy, positive, &dev)?;
+    let (live_errors, live_hits) = cascade(current, store, &test_s, policy, positive, &dev)?;
     let (candidate_errors, candidate_hits) =
         cascade(&candidate, store, &test_s, policy, positive, &dev)?;
     let swapped = adopt(
@@ -400,7 +377,11 @@ fn round(
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
-        live.replace(candidate);
+        // A refit keeps the version it refitted (retraining writes none).
+        live.replace(LiveSet {
+            version: set.version,
+            exits: candidate,
+        });
     }
     Ok(Some(RoundReport {
         store: store.len(),

@@ -312,7 +312,8 @@ impl<O> PerceptionLoop<O> {
                     &give_up,
                 );
             };
-            let mut ctx = FrameCtx::new(&mut publish, cancel, clock);
+            let waiting = || q.len();
+            let mut ctx = FrameCtx::new(&mut publish, cancel, clock).with_waiting(&waiting);
             let result = catch_unwind(AssertUnwindSafe(|| task.perceive(&frame, &mut ctx)));
             let failed = |cause: String| format!("frame {} ({}): {cause}", frame.index, frame.path);
             match result {

@@ -35,6 +35,7 @@ pub struct FrameCtx<'a> {
     publish: &'a mut dyn FnMut(Alert),
     cancel: &'a StopFlag,
     clock: &'a dyn Clock,
+    waiting: Option<&'a dyn Fn() -> usize>,
 }
 
 impl<'a> FrameCtx<'a> {
@@ -48,7 +49,20 @@ impl<'a> FrameCtx<'a> {
             publish,
             cancel,
             clock,
+            waiting: None,
         }
+    }
+
+    /// Tell the task how many frames wait behind this one (`frames_waiting`).
+    pub fn with_waiting(mut self, waiting: &'a dyn Fn() -> usize) -> Self {
+        self.waiting = Some(waiting);
+        self
+    }
+
+    /// Frames waiting for perception now (0 outside a node): with none, perception would idle
+    /// after this frame.
+    pub fn frames_waiting(&self) -> usize {
+        self.waiting.map_or(0, |w| w())
     }
 
     /// Put an alert on the bus now.

@@ -10,4 +10,5 @@ pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod source;
+pub mod timeline;
 pub mod video;

@@ -48,16 +48,25 @@ pub fn replay(
 ) -> crate::Result<Replayed> {
     let node_cfg = sc.node();
     let device = crate::runtime::device(&sc.device)?;
-    let exits = match &sc.calib {
+    // Learning starts from the learn dir's latest version when it has one.
+    let calib_dir = match &sc.calib {
+        _ if node_cfg.learns() => {
+            let dir = node_cfg.learn_dir_or_default();
+            crate::node::learn::versions::latest(&dir)?.map(|_| dir)
+        }
+        other => other.clone(),
+    };
+    let exits = match &calib_dir {
         Some(dir) => Some(CacheExits::load(dir, &device)?),
         None => None,
     };
     let weights = node_cfg.weights_source();
     let model: registry::ModelName = sc.model.parse()?;
     let detector = registry::load(&sc.model, &weights, &device)?;
-    if let Some(dir) = &sc.calib {
+    if let Some(dir) = &calib_dir {
         // Refused here with the file's name; perception checks the loaded exits again.
-        crate::cache::files::check_dir(dir, &detector)?;
+        let (dir, _) = crate::node::learn::versions::resolve_calib(dir)?;
+        crate::cache::files::check_dir(&dir, &detector)?;
     }
     let mut perception = Perception::new(
         detector,
@@ -101,9 +110,9 @@ pub fn replay(
     }
     let layers = perception.exit_layers().to_vec();
     // After a stop or a failure the flag is set and the retrainer is cancelled, not awaited.
-    let (retrain, late) = match perception.stop(stop) {
-        Ok(s) => (s.retrain, None),
-        Err(e) => (None, Some(e)),
+    let (retrain, learn, late) = match perception.stop(stop) {
+        Ok(s) => (s.retrain, s.learn, None),
+        Err(e) => (None, None, Some(e)),
     };
     let decisions = decisions.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let report = ReplayReport::new(
@@ -116,6 +125,7 @@ pub fn replay(
             truth: &truth,
             decisions: &decisions,
             retrain,
+            learn,
             late_failure: late.as_ref(),
         },
     );

@@ -1,7 +1,9 @@
 //! A replay's report: what the node did with the sequence, measured against the full detector
 //! and against ground truth (written as JSON, summarized for people).
 
+use crate::node::learn::{AuditStats, LearnStats, VersionRecord};
 use crate::node::retrain::RetrainStats;
+use crate::sim::timeline::{timeline, TimelineRow};
 use crate::node::{Ending, FrameOutcome, HitPolicy, NodeRun};
 use crate::sim::groundtruth::FrameTruth;
 use crate::sim::metrics::{Confusion, Percentiles};
@@ -95,9 +97,38 @@ pub struct ReplayReport {
     /// Retraining rounds run in the background (`retrain`), and what they did.
     pub retrains: usize,
     pub retrain: Option<RetrainStats>,
+    /// Learning on the drive (`calib: auto`).
+    pub learning: Option<LearningReport>,
+    /// Hits audited against the full detector while learning.
+    pub audit: Option<AuditStats>,
+    /// Per 50 frames: hit rate, FLOPs, audited agreement, version, latency.
+    pub timeline: Vec<TimelineRow>,
     pub source_max_push_ms: f64,
     pub interrupted: bool,
     pub wall_s: f64,
+}
+
+/// What the learner did (`calib: auto`).
+#[derive(Clone, Debug, Serialize)]
+pub struct LearningReport {
+    /// Where the versions were written.
+    pub learn_dir: String,
+    /// The frame the learner had reached when the first set went live.
+    pub first_adoption_frame: Option<usize>,
+    /// Every version adopted, in order.
+    pub versions: Vec<VersionRecord>,
+    /// Calibrations run; candidates not adopted; live sets withdrawn for audited accuracy.
+    pub calibrations: usize,
+    pub rejected: usize,
+    pub withdrawals: usize,
+    /// Units taken into the store; units dropped because the learner was behind.
+    pub units: usize,
+    pub units_dropped: usize,
+    /// Longest calibration, and time paused for perception, s.
+    pub max_calibration_s: f64,
+    pub paused_s: f64,
+    /// A calibration or write that failed, as one line.
+    pub error: Option<String>,
 }
 
 /// What a report is made from, besides the run itself.
@@ -111,6 +142,7 @@ pub struct ReportInputs<'a> {
     pub truth: &'a [FrameTruth],
     pub decisions: &'a BTreeMap<usize, Decision>,
     pub retrain: Option<RetrainStats>,
+    pub learn: Option<LearnStats>,
     /// A failure after the run (stopping perception), when the run itself did not fail.
     pub late_failure: Option<&'a crate::Error>,
 }
@@ -221,6 +253,21 @@ impl ReplayReport {
             mean_full_flops_per_frame: full_flops / n,
             retrains: x.retrain.as_ref().map_or(0, |r| r.rounds),
             retrain: x.retrain,
+            timeline: timeline(&run.records.iter().collect::<Vec<_>>(), x.learn.as_ref()),
+            audit: x.learn.as_ref().map(|l| l.audit.clone()),
+            learning: x.learn.map(|l| LearningReport {
+                learn_dir: sc.node().learn_dir_or_default().display().to_string(),
+                first_adoption_frame: l.first_adoption_frame,
+                versions: l.versions,
+                calibrations: l.calibrations,
+                rejected: l.rejected,
+                withdrawals: l.withdrawals,
+                units: l.units,
+                units_dropped: l.units_dropped,
+                max_calibration_s: l.max_calibration_s,
+                paused_s: l.paused_s,
+                error: l.error,
+            }),
             source_max_push_ms: run.source_max_push_ms,
             interrupted: run.interrupted,
             wall_s: run.wall_s,
@@ -287,6 +334,32 @@ impl ReplayReport {
                 r.error
                     .as_deref()
                     .map_or_else(String::new, |e| format!(", last error: {e}"))
+            );
+        }
+        if let Some(l) = &self.learning {
+            let versions: Vec<String> = l
+                .versions
+                .iter()
+                .map(|v| format!("v{} at frame {} ({:?})", v.version, v.frame, v.trigger))
+                .collect();
+            s += &format!(
+                "learning ({}): {} calibrations, {} adopted [{}], {} rejected, {} withdrawn, {} units{}\n",
+                l.learn_dir,
+                l.calibrations,
+                l.versions.len(),
+                versions.join(", "),
+                l.rejected,
+                l.withdrawals,
+                l.units,
+                l.error
+                    .as_deref()
+                    .map_or_else(String::new, |e| format!(", last error: {e}"))
+            );
+        }
+        if let Some(a) = &self.audit {
+            s += &format!(
+                "audit: {} hits audited on {} frames, {} disagreements, {} missed pedestrians ({} skipped)\n",
+                a.hits_audited, a.frames_audited, a.disagreements, a.missed_pedestrians, a.skipped
             );
         }
         if let Some(c) = &self.presence.vs_detector {

@@ -6,6 +6,7 @@ use crate::node::config::{
     check_range, default_deadline, default_device, default_model, default_queue, default_score,
     parse_ron, read, NodeConfig,
 };
+use crate::node::learn::LearnSettings;
 use crate::node::HitPolicy;
 use serde::{Deserialize, Serialize};
 use std::ops::RangeInclusive;
@@ -48,6 +49,10 @@ pub struct Scenario {
     pub score_thresh: f32,
     #[serde(default)]
     pub retrain: bool,
+    #[serde(default)]
+    pub learn_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub learn: LearnSettings,
     /// Cityscapes-style folders, image folders, image files or videos, replayed in order.
     pub sources: Vec<PathBuf>,
     /// Camera rate (frames/s); ignored when `max_speed`.
@@ -94,6 +99,8 @@ impl Scenario {
             queue: n.queue,
             score_thresh: n.score_thresh,
             retrain: n.retrain,
+            learn_dir: n.learn_dir,
+            learn: n.learn,
             sources,
             fps: None,
             max_speed: false,
@@ -119,6 +126,8 @@ impl Scenario {
             queue: self.queue,
             score_thresh: self.score_thresh,
             retrain: self.retrain,
+            learn_dir: self.learn_dir.clone(),
+            learn: self.learn.clone(),
         }
     }
 

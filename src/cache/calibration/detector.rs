@@ -28,6 +28,10 @@ where
     fn positive(&self) -> usize;
     /// Channels of stage `i`'s output.
     fn stage_channels(&self, i: usize) -> usize;
+    /// Where the detector runs (heads trained elsewhere move there).
+    fn device(&self) -> candle_core::Device {
+        candle_core::Device::Cpu
+    }
 }
 
 /// Keep stages after which at least `min_rest` of the network's FLOPs remain, deepest `max` of
@@ -68,6 +72,9 @@ impl CacheableDetector for SsdLite {
     fn stage_channels(&self, i: usize) -> usize {
         [16, 24, 32, 64, 96, 160, 320][i]
     }
+    fn device(&self) -> candle_core::Device {
+        SsdLite::device(self).clone()
+    }
 }
 
 impl CacheableDetector for MaskRcnn {
@@ -98,5 +105,8 @@ impl CacheableDetector for MaskRcnn {
     }
     fn stage_channels(&self, i: usize) -> usize {
         self.arch.layers[i].2
+    }
+    fn device(&self) -> candle_core::Device {
+        MaskRcnn::device(self).clone()
     }
 }

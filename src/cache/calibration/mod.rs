@@ -23,7 +23,7 @@ pub use check::check_exits;
 pub use collect::{argmax, collect, progress};
 pub use detector::{stages_worth_caching, CacheableDetector, Region};
 pub use exits::{CalibReport, Calibration, ExitEntry, ExitReport, ExitsFile, SearchRow};
-pub use run::{calibrate_store, CalibConfig};
+pub use run::{calibrate_store, calibrate_with, CalibConfig, ModelFacts};
 pub use temperature::{fit_temperature, nll, predict, softmax_t, TemperatureFit, T_BOUNDS};
 pub use threshold::{budget, choose_threshold, curve, CurvePoint, ThresholdChoice};
 

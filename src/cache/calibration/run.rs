@@ -8,10 +8,10 @@ use super::exits::{CalibReport, Calibration, ExitEntry, ExitReport, ExitsFile, S
 use super::temperature::{fit_temperature, predict, T_BOUNDS};
 use super::threshold::{budget, choose_threshold, curve};
 use crate::cache::head::{regrid, search_space, CacheHead};
-use crate::cache::search::search;
+use crate::cache::search::search_with;
 use crate::cache::select::{best_subset, k_score, ExitRecord};
 use crate::cache::store::{MedialStore, Sample, Split};
-use crate::cache::train::{train_new, TrainConfig};
+use crate::cache::train::{train_new_cancellable, Checkpoint, TrainConfig, Unchecked};
 use crate::cache::{ExitOn, Prediction};
 use crate::detect::{FlopsProfile, TeacherTarget};
 use candle_core::{Device, Result};
@@ -69,6 +69,35 @@ fn logits(
     head.forward(&regrid(&x4, head.arch.grid)?)?.to_vec2()
 }
 
+/// What calibration needs to know of a detector, owned (a learner on another thread keeps a
+/// copy instead of the detector).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// Model name as the CLI spells it.
+    pub model: String,
+    /// The detector's stage names, in network order.
+    pub stage_names: Vec<String>,
+    /// Teacher classes, and the class meaning "pedestrian present".
+    pub classes: usize,
+    pub positive: usize,
+}
+
+impl ModelFacts {
+    /// The facts of `det`.
+    pub fn of<D>(det: &D) -> Self
+    where
+        D: CacheableDetector,
+        D::Output: TeacherTarget,
+    {
+        Self {
+            model: det.model_name().into(),
+            stage_names: det.stage_names().iter().map(|s| s.to_string()).collect(),
+            classes: det.classes(),
+            positive: det.positive(),
+        }
+    }
+}
+
 /// Calibrate from a filled store. `stages`/`names` are the candidate layers (network order).
 pub fn calibrate_store<D>(
     det: &D,
@@ -81,14 +110,26 @@ where
     D: CacheableDetector,
     D::Output: TeacherTarget,
 {
+    calibrate_with(&ModelFacts::of(det), store, stages, profile, cfg, &Unchecked)
+}
+
+/// [`calibrate_store`] from the detector's facts, with `checkpoint` reached before every
+/// mini-batch of every head's training (a background learner pauses or gives up there).
+pub fn calibrate_with(
+    det: &ModelFacts,
+    store: &MedialStore,
+    stages: &[usize],
+    profile: &FlopsProfile,
+    cfg: &CalibConfig,
+    checkpoint: &dyn Checkpoint,
+) -> Result<Calibration> {
     let dev = Device::Cpu;
     let (train_s, val_s, test_s) = (
         store.split(Split::Train),
         store.split(Split::Val),
         store.split(Split::Test),
     );
-    let classes = det.classes();
-    let positive = det.positive();
+    let (classes, positive) = (det.classes, det.positive);
     let teacher = |s: &[&Sample]| s.iter().map(|x| argmax(&x.target)).collect::<Vec<usize>>();
     let (val_teacher, test_teacher) = (teacher(&val_s), teacher(&test_s));
     let val_gt: Option<Vec<bool>> = val_s.iter().map(|s| s.gt).collect();
@@ -99,7 +140,11 @@ where
     let mut records = Vec::new(); // (entry index, val preds, test preds)
     for (l, &stage) in stages.iter().enumerate() {
         progress("search", l, stages.len());
-        let layer = det.stage_names()[stage].to_string();
+        let layer = det
+            .stage_names
+            .get(stage)
+            .cloned()
+            .unwrap_or_else(|| format!("stage {stage}"));
         let channels = store.layers[l].1;
         let (tx, tt) = store.tensors(l, &train_s, &dev)?;
         let (vx, vt) = store.tensors(l, &val_s, &dev)?;
@@ -110,14 +155,13 @@ where
         let found = if train_s.is_empty() || val_s.is_empty() {
             None
         } else {
-            Some(search(
-                &tx,
-                &tt,
-                &vx,
-                &vt,
+            Some(search_with(
+                (&tx, &tt),
+                (&vx, &vt),
                 &space,
                 &search_cfg,
                 cfg.flops_weight,
+                checkpoint,
             )?)
         };
         let rows: Vec<SearchRow> = found
@@ -175,7 +219,7 @@ where
         };
         // Retrain the winning architecture longer, from a fresh deterministic init.
         let g = best.arch.grid;
-        let (head, _) = train_new(
+        let (head, _) = train_new_cancellable(
             &best.arch,
             channels,
             (
@@ -185,6 +229,7 @@ where
             (&regrid(&tx, g)?, &tt),
             (&regrid(&vx, g)?, &vt),
             &cfg.train,
+            checkpoint,
         )?;
         let val_logits = logits(&head, store, l, &val_s, &dev)?;
         let fit = fit_temperature(&val_logits, &val_teacher, T_BOUNDS);
@@ -307,7 +352,7 @@ where
         .collect();
     Ok(Calibration {
         exits_file: ExitsFile {
-            model: det.model_name().into(),
+            model: det.model.clone(),
             policy: cfg.policy,
             tolerance: cfg.tolerance,
             classes,
@@ -319,7 +364,7 @@ where
         },
         heads,
         report: CalibReport {
-            model: det.model_name().into(),
+            model: det.model.clone(),
             frames: 0,
             units: store.len(),
             split_sizes: [train_s.len(), val_s.len(), test_s.len()],

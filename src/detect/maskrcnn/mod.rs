@@ -278,6 +278,19 @@ impl crate::detect::TeacherTarget for RcnnOutput {
             .iter()
             .any(|d| d.label == PERSON && d.score >= score_thresh)
     }
+
+    /// [`Self::target`] when the most confident detection reaches `score_thresh`, else all mass
+    /// on "none": the teacher sees what the node would alert on.
+    fn target_at(&self, score_thresh: f32) -> Vec<f32> {
+        match self.detections.first() {
+            Some(d) if d.score >= score_thresh => self.target(),
+            _ => {
+                let mut v = vec![0.0; self.num_classes.max(1)];
+                v[0] = 1.0;
+                v
+            }
+        }
+    }
 }
 
 impl Staged for MaskRcnn {

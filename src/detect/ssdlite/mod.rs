@@ -99,6 +99,14 @@ impl crate::detect::TeacherTarget for TileDetections {
     fn pedestrian(&self, score_thresh: f32) -> bool {
         self.scores.iter().any(|&s| s >= score_thresh)
     }
+
+    /// `[1 - s', s']` with `s'` the best score recentred on `score_thresh` (see
+    /// [`crate::detect::recentre`]): "pedestrian" wins exactly when a detection reaches it.
+    fn target_at(&self, score_thresh: f32) -> Vec<f32> {
+        let s = self.scores.iter().fold(0f32, |m, &v| m.max(v));
+        let s = crate::detect::recentre(s, score_thresh);
+        vec![1.0 - s, s]
+    }
 }
 
 impl SsdLite {

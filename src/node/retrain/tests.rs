@@ -51,7 +51,8 @@ fn linear() -> HeadArch {
 /// against the teacher the retrainer saw): (share of units it hits at its threshold, share of
 /// its hits that are right).
 fn judge(live: &LiveExits, seed: u64) -> (f64, f64) {
-    let exits = live.load();
+    let set = live.load();
+    let exits = &set.exits;
     let mut rng = SplitMix64::new(seed);
     let n = 200;
     let (mut x, mut truth) = (Vec::new(), Vec::new());
@@ -93,7 +94,10 @@ fn feed(live: &Arc<LiveExits>, cfg: RetrainConfig, n: usize, seed: u64) -> Retra
 #[test]
 fn retrains_an_untrained_exit_and_swaps_it_in() {
     let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
-    let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+    let live = Arc::new(LiveExits::new(LiveSet {
+        version: None,
+        exits: vec![exit_with(head)],
+    }));
     let (hit_rate_before, _) = judge(&live, 99);
     let old = live.load();
     let cfg = RetrainConfig {
@@ -122,7 +126,10 @@ fn keeps_the_live_exit_when_the_candidate_is_worse() {
     // A well-trained live exit; then rounds whose training is cut to zero epochs, so each
     // candidate is its untrained initialisation: no more hits within the budget, it stays out.
     let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
-    let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+    let live = Arc::new(LiveExits::new(LiveSet {
+        version: None,
+        exits: vec![exit_with(head)],
+    }));
     let cfg = RetrainConfig {
         min_samples: 100,
         ..RetrainConfig::default()
@@ -164,7 +171,10 @@ fn adoption_follows_the_tolerance() {
 #[test]
 fn unconfident_teachers_are_not_learned_from() {
     let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
-    let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+    let live = Arc::new(LiveExits::new(LiveSet {
+        version: None,
+        exits: vec![exit_with(head)],
+    }));
     let mut r = Retrainer::spawn(live, ExitOn::Any, 1, RetrainConfig::default()).unwrap();
     assert!(!r.offer(0, vec![vec![0.0; C * 16]], vec![0.4, 0.6]));
     assert!(r.offer(1, vec![vec![0.0; C * 16]], vec![0.05, 0.95]));
@@ -175,7 +185,10 @@ fn unconfident_teachers_are_not_learned_from() {
 #[test]
 fn stopping_cancels_a_round_in_progress() {
     let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
-    let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+    let live = Arc::new(LiveExits::new(LiveSet {
+        version: None,
+        exits: vec![exit_with(head)],
+    }));
     let old = live.load();
     // A round that would train for a very long time, started by the 60th unit.
     let cfg = RetrainConfig {
@@ -217,7 +230,10 @@ fn stopping_cancels_a_round_in_progress() {
 #[test]
 fn a_panicking_round_is_reported_as_the_retrainers_failure() {
     let head = CacheHead::new(linear(), C, 3, &Device::Cpu).unwrap();
-    let live = Arc::new(LiveExits::new(vec![exit_with(head)]));
+    let live = Arc::new(LiveExits::new(LiveSet {
+        version: None,
+        exits: vec![exit_with(head)],
+    }));
     let cfg = RetrainConfig {
         min_samples: 60,
         ..RetrainConfig::default()
