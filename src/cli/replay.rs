@@ -139,7 +139,7 @@ pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
     c.max_speed |= n.max_speed;
     c.deadline_ms = n.deadline_ms.unwrap_or(c.deadline_ms);
     c.queue = a.queue.unwrap_or(c.queue);
-    c.score_thresh = n.score_thresh.unwrap_or(c.score_thresh);
+    c.score_thresh = n.score_thresh.or(c.score_thresh);
     c.gt_min_pixels = a.gt_min_pixels.unwrap_or(c.gt_min_pixels);
     c.limit = n.limit.unwrap_or(c.limit);
     c.keep_records = n.keep_records.unwrap_or(c.keep_records);

@@ -49,8 +49,14 @@ pub(crate) fn default_deadline() -> f64 {
 pub(crate) fn default_queue() -> usize {
     2
 }
-pub(crate) fn default_score() -> f32 {
-    0.5
+/// The score a detection counts as a pedestrian at, when the config gives none: for the bundled
+/// SSDLite, the operating point chosen on driving frames with recall first (0.25: recall 0.95,
+/// precision 0.62 on the shared Cityscapes snippets; see models/ssdlite_ped.md); 0.5 otherwise.
+pub fn default_score_for(model: &str) -> f32 {
+    match model {
+        "ssdlite-ped" => 0.25,
+        _ => 0.5,
+    }
 }
 
 /// What a node runs: the detector, its cache exits and how perception uses them.
@@ -85,8 +91,9 @@ pub struct NodeConfig {
     #[serde(default = "default_queue")]
     pub queue: usize,
     /// Detector score at which a detection counts as a pedestrian.
-    #[serde(default = "default_score")]
-    pub score_thresh: f32,
+    /// (Default: the model's operating point, [`default_score_for`].)
+    #[serde(default)]
+    pub score_thresh: Option<f32>,
     /// Retrain the cache exits in the background on the frames the full detector labels, and
     /// swap them in between frames (needs `calib`). Alert streams are then timing-dependent.
     #[serde(default)]
@@ -150,7 +157,7 @@ impl Default for NodeConfig {
             deadline_ms: default_deadline(),
             policy: HitPolicy::default(),
             queue: default_queue(),
-            score_thresh: default_score(),
+            score_thresh: None,
             retrain: false,
             learn_dir: None,
             learn: LearnSettings::default(),
@@ -181,7 +188,7 @@ impl NodeConfig {
         let key = |k: &'static str| move |reason: String| (k, reason);
         check_range("deadline_ms", self.deadline_ms, DEADLINE_MS).map_err(key("deadline_ms"))?;
         check_range("queue", self.queue, QUEUE).map_err(key("queue"))?;
-        check_range("score_thresh", self.score_thresh, SCORE_THRESH)
+        check_range("score_thresh", self.score_thresh(), SCORE_THRESH)
             .map_err(key("score_thresh"))?;
         if self.standin_weights {
             if self.model != "maskrcnn-r50-fpn" {
@@ -229,6 +236,13 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The score at which a detection counts as a pedestrian: the config's, or the model's
+    /// operating point.
+    pub fn score_thresh(&self) -> f32 {
+        self.score_thresh
+            .unwrap_or_else(|| default_score_for(&self.model))
     }
 
     /// Whether the node learns its exits on the drive (`calib: auto`).
@@ -279,31 +293,48 @@ pub(crate) fn parse_ron<T: serde::de::DeserializeOwned>(
 }
 
 /// `calib: auto` as `calib: "auto"`: RON reads a bare identifier as a unit value whose name is
-/// lost, so the one bare word the `calib` key takes is quoted before parsing (same lines and
-/// columns before it, so error positions stay right up to it).
+/// lost, so the one bare word the `calib` key takes is quoted before parsing (lines are kept, so
+/// errors still name the right line).
 fn quote_bare_auto(text: &str) -> String {
-    text.lines()
-        .map(|l| {
-            let t = l.trim_start();
-            let Some(rest) = t.strip_prefix("calib") else {
-                return l.to_string();
-            };
-            let Some(value) = rest.trim_start().strip_prefix(':') else {
-                return l.to_string();
-            };
-            let v = value.trim_start();
-            let bare = v.strip_prefix(CALIB_AUTO).is_some_and(|after| {
-                after.is_empty() || after.starts_with([',', ' ', ')', '/', '\t'])
-            });
-            if bare {
-                let at = l.len() - v.len();
-                format!("{}\"{CALIB_AUTO}\"{}", &l[..at], &v[CALIB_AUTO.len()..])
-            } else {
-                l.to_string()
+    let b = text.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    let (mut i, mut in_string, mut copied) = (0, false, 0);
+    while i < b.len() {
+        let c = b[i];
+        if in_string {
+            if c == b'\\' {
+                i += 1;
+            } else if c == b'"' {
+                in_string = false;
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        } else if c == b'"' {
+            in_string = true;
+        } else if text[i..].starts_with("calib") && (i == 0 || !ident(b[i - 1])) {
+            let colon = skip_ws(i + 5);
+            if colon < b.len() && b[colon] == b':' {
+                let v = skip_ws(colon + 1);
+                let end = v + CALIB_AUTO.len();
+                if text[v..].starts_with(CALIB_AUTO) && (end == b.len() || !ident(b[end])) {
+                    out.push_str(&text[copied..v]);
+                    out.push('"');
+                    out.push_str(CALIB_AUTO);
+                    out.push('"');
+                    (copied, i) = (end, end);
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// 1-based line of the first `key:` in the text.

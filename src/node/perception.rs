@@ -77,7 +77,7 @@ impl PerceptionConfig {
     pub fn from_node_config(cfg: &NodeConfig) -> Self {
         Self {
             policy: cfg.policy,
-            score_thresh: cfg.score_thresh,
+            score_thresh: cfg.score_thresh(),
             deadline: Duration::from_secs_f64(cfg.deadline_ms / 1e3),
             retrain: cfg.retrain.then(RetrainConfig::default),
             learn: cfg.learns().then(|| LearnPlan {

@@ -121,6 +121,8 @@ pub struct LearningReport {
     pub calibrations: usize,
     pub rejected: usize,
     pub withdrawals: usize,
+    /// Why the latest candidate was not adopted.
+    pub last_rejection: Option<String>,
     /// Units taken into the store; units dropped because the learner was behind.
     pub units: usize,
     pub units_dropped: usize,
@@ -261,6 +263,7 @@ impl ReplayReport {
                 versions: l.versions,
                 calibrations: l.calibrations,
                 rejected: l.rejected,
+                last_rejection: l.last_rejection,
                 withdrawals: l.withdrawals,
                 units: l.units,
                 units_dropped: l.units_dropped,

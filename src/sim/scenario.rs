@@ -3,7 +3,7 @@
 //! the file, the line and the reason.
 
 use crate::node::config::{
-    check_range, default_deadline, default_device, default_model, default_queue, default_score,
+    check_range, default_deadline, default_device, default_model, default_queue,
     parse_ron, read, NodeConfig,
 };
 use crate::node::learn::LearnSettings;
@@ -45,8 +45,8 @@ pub struct Scenario {
     pub policy: HitPolicy,
     #[serde(default = "default_queue")]
     pub queue: usize,
-    #[serde(default = "default_score")]
-    pub score_thresh: f32,
+    #[serde(default)]
+    pub score_thresh: Option<f32>,
     #[serde(default)]
     pub retrain: bool,
     #[serde(default)]

@@ -246,6 +246,8 @@ pub struct LearnStats {
     pub calibrations: usize,
     /// Candidates not adopted.
     pub rejected: usize,
+    /// Why the latest one was not, as one line.
+    pub last_rejection: Option<String>,
     /// Times the live set was withdrawn for its audited accuracy.
     pub withdrawals: usize,
     /// Units taken into the store, and units dropped because the learner was behind.

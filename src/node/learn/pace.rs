@@ -70,14 +70,18 @@ impl Checkpoint for Pace {
     fn reached(&self) -> Result<()> {
         self.settle(Instant::now(), true);
         let started = Instant::now();
+        let mut napped = false;
         while self.perceiving.load(Ordering::Relaxed) && self.credit.get() < 0.0 {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
             std::thread::sleep(NAP);
+            napped = true;
             self.settle(Instant::now(), false);
         }
-        self.paused.set(self.paused.get() + started.elapsed());
+        if napped {
+            self.paused.set(self.paused.get() + started.elapsed());
+        }
         if self.cancel.load(Ordering::Relaxed) {
             candle_core::bail!("learning cancelled");
         }

@@ -301,7 +301,9 @@ impl<'s> Worker<'s> {
         let set = self.live.load();
         let test = self.store.split(Split::Test);
         if test.is_empty() {
-            self.stats().rejected += 1;
+            let mut st = self.stats();
+            st.rejected += 1;
+            st.last_rejection = Some("no held-out units yet".into());
             return;
         }
         let (policy, positive) = (self.setup.policy, self.setup.facts.positive);
@@ -317,9 +319,10 @@ impl<'s> Worker<'s> {
         };
         let tolerance = self.setup.settings.tolerance;
         if candidate.is_empty() || !adopt(live_score, cand_score, test.len(), tolerance) {
-            log::info!(
-                "learner: candidate ({trigger:?}) not adopted: {} exits, {}/{} errors/hits vs \
-                 live {}/{} on {} held-out units",
+            let why = format!(
+                "candidate ({trigger:?}, frame {}) not adopted: {} exits selected, {} errors / {} \
+                 hits vs the live set's {} / {} on {} held-out units",
+                self.perception_frame(),
                 candidate.len(),
                 cand_score.0,
                 cand_score.1,
@@ -327,7 +330,10 @@ impl<'s> Worker<'s> {
                 live_score.1,
                 test.len()
             );
-            self.stats().rejected += 1;
+            log::info!("learner: {why}");
+            let mut st = self.stats();
+            st.rejected += 1;
+            st.last_rejection = Some(why);
             return;
         }
         let v = self.next_version;
