@@ -15,6 +15,7 @@ use super::alert::{Alert, HitPolicy};
 use super::clock::{ms, StopFlag, SystemClock};
 use super::config::NodeConfig;
 use super::detector::Cancellable;
+use super::learn::pace::Gauge;
 use super::learn::{AuditJob, LabelledUnit, LearnSettings, LearnSetup, LearnStats, Learner, Verdict};
 use super::live::{LiveExits, LiveSet};
 use super::retrain::{RetrainConfig, RetrainStats, Retrainer};
@@ -28,7 +29,6 @@ use crate::frame::RgbFrame;
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,22 +203,29 @@ struct Learning<D: Staged> {
     audit_credit: f64,
 }
 
-/// Says "perception is mid-frame" to the learner while it lives, however the frame ends.
-struct MidFrame(Option<Arc<AtomicBool>>);
+/// Tells the learner's gauge a frame is running while it lives, however the frame ends, and
+/// whether another frame was waiting at its end.
+struct MidFrame {
+    gauge: Option<Arc<Gauge>>,
+    backlog: bool,
+}
 
 impl MidFrame {
-    fn new(flag: Option<Arc<AtomicBool>>) -> Self {
-        if let Some(f) = &flag {
-            f.store(true, Ordering::Relaxed);
+    fn new(gauge: Option<Arc<Gauge>>) -> Self {
+        if let Some(g) = &gauge {
+            g.frame_started();
         }
-        Self(flag)
+        Self {
+            gauge,
+            backlog: false,
+        }
     }
 }
 
 impl Drop for MidFrame {
     fn drop(&mut self) {
-        if let Some(f) = &self.0 {
-            f.store(false, Ordering::Relaxed);
+        if let Some(g) = &self.gauge {
+            g.frame_ended(self.backlog);
         }
     }
 }
@@ -400,11 +407,11 @@ where
         if let Some(l) = self.learning.as_ref().and_then(|l| l.learner.as_ref()) {
             l.at_frame(frame.index);
         }
-        let _mid = MidFrame::new(
+        let mut mid = MidFrame::new(
             self.learning
                 .as_ref()
                 .and_then(|l| l.learner.as_ref())
-                .map(Learner::perceiving_flag),
+                .map(Learner::gauge),
         );
         let det = Cancellable {
             inner: &*self.detector,
@@ -577,6 +584,7 @@ where
             }
         }
         let waiting = ctx.frames_waiting();
+        mid.backlog = waiting > 0;
         if let Some(l) = self.learning.as_mut() {
             let frame_sizes = l
                 .candidates

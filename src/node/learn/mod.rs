@@ -57,9 +57,12 @@ pub struct LearnSettings {
     pub audit_when_idle: bool,
     /// Threads of the learner's own pool.
     pub threads: usize,
-    /// Share of one core learning may take while perception is mid-frame (it runs freely while
-    /// perception idles).
+    /// Share of one core each learner thread may take while perception is mid-frame (it runs
+    /// freely while perception idles).
     pub cpu_share: f64,
+    /// Scheduling priority of the learner's threads (Linux nice value, 0..=19): above 0, the
+    /// kernel runs perception first when both want a core.
+    pub nice: i32,
     /// Versions kept in the learn dir (the oldest go).
     pub keep_versions: usize,
     /// Units in the store before the first calibration.
@@ -87,6 +90,7 @@ impl Default for LearnSettings {
             audit_when_idle: true,
             threads: 1,
             cpu_share: 0.5,
+            nice: 19,
             keep_versions: 5,
             min_units: 100,
             fresh_fraction: 0.2,
@@ -107,6 +111,7 @@ impl LearnSettings {
         check_range("learn.audit_fraction", self.audit_fraction, 0.0..=1.0)?;
         check_range("learn.threads", self.threads, 1..=64)?;
         check_range("learn.cpu_share", self.cpu_share, 0.0..=1.0)?;
+        check_range("learn.nice", self.nice, 0..=19)?;
         check_range("learn.keep_versions", self.keep_versions, 1..=10_000)?;
         check_range("learn.min_units", self.min_units, 10..=100_000)?;
         check_range("learn.fresh_fraction", self.fresh_fraction, 0.01..=1.0)?;
@@ -290,7 +295,7 @@ pub struct Learner<D: Staged> {
     done: Receiver<()>,
     audit_done: Receiver<()>,
     shared: Arc<Shared>,
-    perceiving: Arc<AtomicBool>,
+    gauge: Arc<pace::Gauge>,
     cancel: Arc<AtomicBool>,
     units_dropped: usize,
     skipped: usize,
@@ -320,23 +325,26 @@ where
         let (done_tx, done) = bounded::<()>(0);
         let (audit_done_tx, audit_done) = bounded::<()>(0);
         let shared = Arc::new(Shared::default());
-        let perceiving = Arc::new(AtomicBool::new(false));
+        let gauge = Arc::new(pace::Gauge::new());
         let cancel = Arc::new(AtomicBool::new(false));
+        let nice = setup.settings.nice;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(setup.settings.threads)
             .thread_name(|i| format!("learner-{i}"))
+            .start_handler(move |_| pace::lower_priority(nice))
             .build()
             .map_err(|e| crate::err!("starting the learner's thread pool: {e}"))?;
         let auditor = auditor::Auditor {
             det: det.clone(),
             candidates: setup.candidates.clone(),
             score_thresh: setup.score_thresh,
-            pace: pace::Pace::new(perceiving.clone(), cancel.clone(), setup.settings.cpu_share),
+            pace: pace::Pace::new(gauge.clone(), cancel.clone(), setup.settings.cpu_share),
         };
         // The auditor has a pool of its own, so an audit never waits for a calibration.
         let audit_pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .thread_name(|_| "auditor-pool".into())
+            .start_handler(move |_| pace::lower_priority(nice))
             .build()
             .map_err(|e| crate::err!("starting the auditor's thread pool: {e}"))?;
         let (sh, to_learner) = (shared.clone(), notes_tx.clone());
@@ -354,7 +362,7 @@ where
                 }
             })
             .map_err(|e| crate::err!("starting the auditor thread: {e}"))?;
-        let (sh, busy, stop) = (shared.clone(), perceiving.clone(), cancel.clone());
+        let (sh, busy, stop) = (shared.clone(), gauge.clone(), cancel.clone());
         std::thread::Builder::new()
             .name("learner".into())
             .spawn(move || {
@@ -378,7 +386,7 @@ where
             done,
             audit_done,
             shared,
-            perceiving,
+            gauge,
             cancel,
             units_dropped: 0,
             skipped: 0,
@@ -387,9 +395,9 @@ where
 }
 
 impl<D: Staged> Learner<D> {
-    /// Set while perception is mid-frame (the learner's pace reads it).
-    pub fn perceiving_flag(&self) -> Arc<AtomicBool> {
-        self.perceiving.clone()
+    /// Where perception reports its frames (the learner's pace reads it).
+    pub fn gauge(&self) -> Arc<pace::Gauge> {
+        self.gauge.clone()
     }
 
     /// Perception is on `frame` now.
@@ -484,7 +492,7 @@ impl<D: Staged> Learner<D> {
     /// waited for at most `grace` (then left behind).
     pub fn stop(mut self, cancel: &StopFlag, grace: Duration) -> crate::Result<LearnStats> {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.perceiving.store(false, Ordering::Relaxed);
+        self.gauge.frame_ended(false);
         self.notes = None;
         self.audits = None;
         let mut cancelled_at: Option<Instant> = None;
