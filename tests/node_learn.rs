@@ -136,18 +136,21 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
         }
     }
     assert_eq!(answers.len(), n);
-    assert!(answers.values().all(|v| v.len() == 1), "a frame answered twice");
+    assert!(
+        answers.values().all(|v| v.len() == 1),
+        "a frame answered twice"
+    );
     // Early alerts only come from adopted versions, never going back.
     let adopted: Vec<u32> = stats.versions.iter().map(|v| v.version).collect();
-    assert!(adopted.len() >= 2, "the drive changed: a later set is adopted: {stats:?}");
+    assert!(
+        adopted.len() >= 2,
+        "the drive changed: a later set is adopted: {stats:?}"
+    );
     assert!(adopted.windows(2).all(|w| w[0] < w[1]), "{adopted:?}");
     let mut last = 0;
     let mut hits = 0;
     for a in alerts.iter() {
-        if let Alert::EarlyAlert {
-            version, frame, ..
-        } = a
-        {
+        if let Alert::EarlyAlert { version, frame, .. } = a {
             let v = version.expect("a learned set names its version");
             assert!(adopted.contains(&v), "frame {frame}: version {v}");
             assert!(v >= last, "frame {frame}: version {v} after {last}");
@@ -174,8 +177,7 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
     // A restart on the learn dir runs its latest version from the first frame.
     let exits = CacheExits::load(&dir, &candle_core::Device::Cpu).unwrap();
     assert_eq!(exits.version, on_disk.last().copied());
-    let mut again = Perception::new(toy(), Some(exits), PerceptionConfig::default())
-        .unwrap();
+    let mut again = Perception::new(toy(), Some(exits), PerceptionConfig::default()).unwrap();
     let first = (0..).find(|&i| level(i) > 127).unwrap();
     let f = IterSource(std::iter::once(SourceItem::frame(
         "again",

@@ -181,15 +181,7 @@ pub fn train(
     val_t: &Tensor,
     cfg: &TrainConfig,
 ) -> Result<TrainReport> {
-    train_cancellable(
-        head,
-        train_x,
-        train_t,
-        val_x,
-        val_t,
-        cfg,
-        &Unchecked,
-    )
+    train_cancellable(head, train_x, train_t, val_x, val_t, cfg, &Unchecked)
 }
 
 /// [`train`], with `cancel` reached before every mini-batch (see [`train_new_cancellable`]); after

@@ -316,12 +316,12 @@ fn quote_bare_auto(text: &str) -> String {
             }
         } else if c == b'"' {
             in_string = true;
-        } else if text[i..].starts_with("calib") && (i == 0 || !ident(b[i - 1])) {
+        } else if b[i..].starts_with(b"calib") && (i == 0 || !ident(b[i - 1])) {
             let colon = skip_ws(i + 5);
             if colon < b.len() && b[colon] == b':' {
                 let v = skip_ws(colon + 1);
                 let end = v + CALIB_AUTO.len();
-                if text[v..].starts_with(CALIB_AUTO) && (end == b.len() || !ident(b[end])) {
+                if b[v..].starts_with(CALIB_AUTO.as_bytes()) && (end == b.len() || !ident(b[end])) {
                     out.push_str(&text[copied..v]);
                     out.push('"');
                     out.push_str(CALIB_AUTO);
@@ -412,7 +412,10 @@ mod tests {
         let e = NodeConfig::parse("(calib: \"autoexits\")", "a.ron").unwrap_err();
         assert!(e.to_string().contains("autoexits: no such folder"), "{e}");
         let e = NodeConfig::parse("(\n  learn_dir: \"x\",\n)", "a.ron").unwrap_err();
-        assert!(e.to_string().starts_with("a.ron:2: learn_dir is where"), "{e}");
+        assert!(
+            e.to_string().starts_with("a.ron:2: learn_dir is where"),
+            "{e}"
+        );
         let e = NodeConfig::parse("(\n  calib: auto,\n  learn: (cpu_share: 2.0),\n)", "a.ron")
             .unwrap_err();
         assert_eq!(
@@ -421,6 +424,14 @@ mod tests {
         );
         let e = NodeConfig::parse("(calib: auto, learn: (audit: 1))", "a.ron").unwrap_err();
         assert!(e.to_string().contains("audit"), "{e}");
+        // Inside a string nothing is touched; multi-byte text around it is fine.
+        let e = NodeConfig::parse("(calib: \"é calib: auto\")", "a.ron").unwrap_err();
+        assert!(
+            e.to_string().contains("é calib: auto: no such folder"),
+            "{e}"
+        );
+        assert!(NodeConfig::parse("(é calib: autoé)", "a.ron").is_err());
+        assert!(NodeConfig::parse("(calib:auto)", "a.ron").unwrap().learns());
         let e = NodeConfig::parse("(calib: auto, retrain: true)", "a.ron").unwrap_err();
         assert!(e.to_string().contains("recalibrates on its own"), "{e}");
     }

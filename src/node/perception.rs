@@ -16,7 +16,9 @@ use super::clock::{ms, StopFlag, SystemClock};
 use super::config::NodeConfig;
 use super::detector::Cancellable;
 use super::learn::pace::Gauge;
-use super::learn::{AuditJob, LabelledUnit, LearnSettings, LearnSetup, LearnStats, Learner, Verdict};
+use super::learn::{
+    AuditJob, LabelledUnit, LearnSettings, LearnSetup, LearnStats, Learner, Verdict,
+};
 use super::live::{LiveExits, LiveSet};
 use super::retrain::{RetrainConfig, RetrainStats, Retrainer};
 use super::source::Frame;
@@ -521,7 +523,14 @@ where
         let exit_stages: Vec<usize> = cached.exits.iter().map(|e| e.stage).collect();
         if let Some(r) = self.retrainer.as_mut() {
             for (u, d) in &full_units {
-                offer_retrainer(r, frame.index, *u, &mut taps[*u], &exit_stages, d.target_at(thresh));
+                offer_retrainer(
+                    r,
+                    frame.index,
+                    *u,
+                    &mut taps[*u],
+                    &exit_stages,
+                    d.target_at(thresh),
+                );
             }
         }
         let mut learned: Vec<LabelledUnit> = Vec::new();
@@ -545,7 +554,10 @@ where
                 .is_none_or(|est| elapsed_ms + est <= deadline_ms);
             if fits {
                 let t = ctx.now();
-                let cands = self.learning.as_ref().map_or(&[][..], |l| &l.candidates[..]);
+                let cands = self
+                    .learning
+                    .as_ref()
+                    .map_or(&[][..], |l| &l.candidates[..]);
                 let full = super::learn::taps::full_tapped(&det, &input, cands, &|| Ok(()))?;
                 let took = ms(ctx.now().saturating_duration_since(t));
                 self.full_ms_est = Some(self.full_ms_est.map_or(took, |e| 0.8 * e + 0.2 * took));
@@ -601,8 +613,7 @@ where
                 if sampled {
                     l.audit_credit -= 1.0;
                 }
-                let idle =
-                    l.plan.settings.audit_when_idle && waiting == 0 && learner.audit_idle();
+                let idle = l.plan.settings.audit_when_idle && waiting == 0 && learner.audit_idle();
                 if sampled || idle {
                     let job = AuditJob {
                         frame: frame.index,

@@ -29,12 +29,12 @@
 
 use crate::cache::calibration::{argmax, fit_temperature, T_BOUNDS};
 use crate::cache::enabled::Exit;
-pub use crate::node::live::{LiveExits, LiveSet};
 use crate::cache::head::regrid;
 use crate::cache::store::{MedialStore, Sample, Split};
 use crate::cache::train::{train_new_cancellable, TrainConfig};
 use crate::cache::ExitOn;
 use crate::node::clock::{StopFlag, POLL};
+pub use crate::node::live::{LiveExits, LiveSet};
 use crate::node::supervise::panic_message;
 use candle_core::{Device, Tensor};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};

@@ -103,6 +103,7 @@ pub fn replay(
             inner: &mut perception,
             total,
             live: std::io::stderr().is_terminal(),
+            learning: String::new(),
         },
     )?;
     if std::io::stderr().is_terminal() {
@@ -136,14 +137,15 @@ pub fn replay(
     Ok(Replayed { report, failure })
 }
 
-/// Perception with a progress line on a terminal.
-struct Progress<'a, T> {
-    inner: &'a mut T,
+/// Perception with a progress line on a terminal (with what learning has done, when on).
+struct Progress<'a> {
+    inner: &'a mut Perception<registry::AnyDetector>,
     total: usize,
     live: bool,
+    learning: String,
 }
 
-impl<T: Perceive<Payload = RgbFrame, Outcome = FrameOutcome>> Perceive for Progress<'_, T> {
+impl Perceive for Progress<'_> {
     type Payload = RgbFrame;
     type Outcome = FrameOutcome;
 
@@ -153,7 +155,24 @@ impl<T: Perceive<Payload = RgbFrame, Outcome = FrameOutcome>> Perceive for Progr
         ctx: &mut FrameCtx<'_>,
     ) -> crate::Result<FrameOutcome> {
         if self.live {
-            eprint!("\rreplay: frame {}/{}", frame.index + 1, self.total);
+            if frame.index % 25 == 0 {
+                self.learning = self.inner.learn_stats().map_or_else(String::new, |l| {
+                    let v = l
+                        .versions
+                        .last()
+                        .map_or("none".into(), |v| format!("v{}", v.version));
+                    format!(
+                        " | latest version {v}, {} calibrations, {} hits audited, {} disagree",
+                        l.calibrations, l.audit.hits_audited, l.audit.disagreements
+                    )
+                });
+            }
+            eprint!(
+                "\rreplay: frame {}/{}{}",
+                frame.index + 1,
+                self.total,
+                self.learning
+            );
         }
         self.inner.perceive(frame, ctx)
     }

@@ -3,12 +3,12 @@
 
 use crate::node::learn::{AuditStats, LearnStats, VersionRecord};
 use crate::node::retrain::RetrainStats;
-use crate::sim::timeline::{timeline, TimelineRow};
 use crate::node::{Ending, FrameOutcome, HitPolicy, NodeRun};
 use crate::sim::groundtruth::FrameTruth;
 use crate::sim::metrics::{Confusion, Percentiles};
 use crate::sim::planner::Decision;
 use crate::sim::scenario::Scenario;
+use crate::sim::timeline::{timeline, TimelineRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,8 +3,8 @@
 //! the file, the line and the reason.
 
 use crate::node::config::{
-    check_range, default_deadline, default_device, default_model, default_queue,
-    parse_ron, read, NodeConfig,
+    check_range, default_deadline, default_device, default_model, default_queue, parse_ron, read,
+    NodeConfig,
 };
 use crate::node::learn::LearnSettings;
 use crate::node::HitPolicy;

@@ -41,7 +41,10 @@ pub fn timeline(
         }
         let part = &records[i..j];
         let units: usize = part.iter().map(|r| r.outcome.units).sum();
-        let hits: usize = part.iter().map(|r| r.outcome.hits.iter().sum::<usize>()).sum();
+        let hits: usize = part
+            .iter()
+            .map(|r| r.outcome.hits.iter().sum::<usize>())
+            .sum();
         let n = part.len() as f64;
         let audited = learn
             .and_then(|l| l.audit_bins.get(&bin))
@@ -52,7 +55,11 @@ pub fn timeline(
             frames: part.len(),
             hit_rate: hits as f64 / units.max(1) as f64,
             mean_flops: part.iter().map(|r| r.outcome.flops as f64).sum::<f64>() / n,
-            mean_full_flops: part.iter().map(|r| r.outcome.full_flops as f64).sum::<f64>() / n,
+            mean_full_flops: part
+                .iter()
+                .map(|r| r.outcome.full_flops as f64)
+                .sum::<f64>()
+                / n,
             audited_agreement: audited,
             version: part.last().and_then(|r| r.outcome.version),
             latency_p50_ms: Percentiles::of(part.iter().map(|r| r.latency_ms).collect()).p50,
@@ -125,7 +132,11 @@ pub fn timeline_svg(rows: &[TimelineRow], title: &str) -> String {
             "#d62728",
             Box::new(|r| Some(r.mean_flops / r.mean_full_flops.max(1.0))),
         ),
-        ("audited agreement", "#2ca02c", Box::new(|r| r.audited_agreement)),
+        (
+            "audited agreement",
+            "#2ca02c",
+            Box::new(|r| r.audited_agreement),
+        ),
     ];
     for (k, (name, colour, value)) in series.iter().enumerate() {
         let pts: Vec<String> = rows
@@ -204,7 +215,10 @@ mod tests {
         assert_eq!(rows[1].audited_agreement, Some(0.75));
         assert_eq!(rows[1].version, Some(1));
         assert_eq!((rows[2].frame_end, rows[2].frames), (150, 20));
-        assert_eq!(rows[2].latency_p50_ms, Percentiles::of((100..120).map(f64::from).collect()).p50);
+        assert_eq!(
+            rows[2].latency_p50_ms,
+            Percentiles::of((100..120).map(f64::from).collect()).p50
+        );
         let svg = timeline_svg(&rows, "t <1>");
         assert!(svg.starts_with("<svg") && svg.contains("v1") && svg.contains("t &lt;1&gt;"));
     }

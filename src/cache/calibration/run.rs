@@ -110,7 +110,14 @@ where
     D: CacheableDetector,
     D::Output: TeacherTarget,
 {
-    calibrate_with(&ModelFacts::of(det), store, stages, profile, cfg, &Unchecked)
+    calibrate_with(
+        &ModelFacts::of(det),
+        store,
+        stages,
+        profile,
+        cfg,
+        &Unchecked,
+    )
 }
 
 /// [`calibrate_store`] from the detector's facts, with `checkpoint` reached before every

@@ -216,7 +216,11 @@ mod tests {
         };
         let t = Instant::now();
         pace.reached().unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(45), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(45),
+            "{:?}",
+            t.elapsed()
+        );
         ender.join().unwrap();
         // Between frames: no pause at all.
         let before = pace.paused();

@@ -3,7 +3,7 @@
 
 use super::pace::Pace;
 use super::versions::{write_version, Provenance, Trigger};
-use super::{LearnSetup, Note, Shared, VersionRecord, Verdict, BIN_FRAMES};
+use super::{LearnSetup, Note, Shared, Verdict, VersionRecord, BIN_FRAMES};
 use crate::cache::calibration::{argmax, calibrate_with, CalibConfig};
 use crate::cache::enabled::Exit;
 use crate::cache::store::{MedialStore, Sample, Split};
@@ -52,11 +52,7 @@ impl<'s> Worker<'s> {
             .zip(&setup.channels)
             .map(|(&s, &c)| (setup.facts.stage_names[s].clone(), c))
             .collect();
-        let store = MedialStore::new(
-            setup.settings.store_capacity,
-            layers,
-            setup.settings.seed,
-        );
+        let store = MedialStore::new(setup.settings.store_capacity, layers, setup.settings.seed);
         Self {
             live,
             setup,
@@ -307,9 +303,13 @@ impl<'s> Worker<'s> {
             return;
         }
         let (policy, positive) = (self.setup.policy, self.setup.facts.positive);
-        let judged = cascade_by_layer(&set.exits, &self.store, &test, policy, positive).and_then(
-            |l| Ok((l, cascade_by_layer(&candidate, &self.store, &test, policy, positive)?)),
-        );
+        let judged =
+            cascade_by_layer(&set.exits, &self.store, &test, policy, positive).and_then(|l| {
+                Ok((
+                    l,
+                    cascade_by_layer(&candidate, &self.store, &test, policy, positive)?,
+                ))
+            });
         let (live_score, cand_score) = match judged {
             Ok(j) => j,
             Err(e) => {
@@ -428,7 +428,11 @@ pub fn cascade_by_layer(
     let mut answered = vec![false; samples.len()];
     let (mut errors, mut hits) = (0, 0);
     for exit in exits {
-        let Some(l) = store.layers.iter().position(|(name, _)| *name == exit.layer) else {
+        let Some(l) = store
+            .layers
+            .iter()
+            .position(|(name, _)| *name == exit.layer)
+        else {
             candle_core::bail!("exit {} is not a layer of the store", exit.layer);
         };
         let (x4, _) = store.tensors(l, samples, &Device::Cpu)?;
