@@ -50,6 +50,10 @@ impl Exit {
     }
 }
 
+/// What sees each tapped stage's pooled output: `(stage, items still in the batch, pooled,
+/// (h, w) of the activation)`.
+pub type OnPooled<'a> = dyn FnMut(usize, &[usize], &Tensor, (usize, usize)) + 'a;
+
 /// How one batch item was answered.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resolution<O> {
@@ -100,7 +104,7 @@ impl<D: Staged> CacheEnabled<'_, D> {
         groups: &[usize],
         taps: &[usize],
         on_hit: &mut dyn FnMut(usize, usize, Prediction),
-        on_pooled: &mut dyn FnMut(usize, &[usize], &Tensor, (usize, usize)),
+        on_pooled: &mut OnPooled<'_>,
     ) -> Result<Outcome<D::Output>> {
         let profile = self.detector.flops_profile(input)?;
         let n = groups.len();

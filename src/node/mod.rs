@@ -38,6 +38,7 @@
 //!             ctx.publish(Alert::EarlyAlert {
 //!                 frame: f.index,
 //!                 exit: "brightness".into(),
+//!                 version: None,
 //!                 class: 1,
 //!                 pedestrian: true,
 //!                 confidence: 1.0,

@@ -155,7 +155,7 @@ impl Perceive for Progress<'_> {
         ctx: &mut FrameCtx<'_>,
     ) -> crate::Result<FrameOutcome> {
         if self.live {
-            if frame.index % 25 == 0 {
+            if frame.index.is_multiple_of(25) {
                 self.learning = self.inner.learn_stats().map_or_else(String::new, |l| {
                     let v = l
                         .versions

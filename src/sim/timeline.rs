@@ -125,7 +125,7 @@ pub fn timeline_svg(rows: &[TimelineRow], title: &str) -> String {
             last = r.version;
         }
     }
-    let series: [(&str, &str, Box<dyn Fn(&TimelineRow) -> Option<f64>>); 3] = [
+    let series: [(&str, &str, Series); 3] = [
         ("hit rate", "#1f77b4", Box::new(|r| Some(r.hit_rate))),
         (
             "FLOPs / full",
@@ -167,6 +167,9 @@ pub fn timeline_svg(rows: &[TimelineRow], title: &str) -> String {
     s.push_str("</svg>\n");
     s
 }
+
+/// One line of the chart: its value in a row, if any.
+type Series = Box<dyn Fn(&TimelineRow) -> Option<f64>>;
 
 fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
