@@ -27,7 +27,7 @@ pub struct NodeFlags {
     /// them on the drive from nothing (versions go to --learn-dir).
     #[arg(long)]
     pub calib: Option<PathBuf>,
-    /// With `--calib auto`: where the learned versions go (default target/learned/<model>);
+    /// With `--calib auto`: where the learned versions go (default `target/learned/<model>`);
     /// when it holds versions, learning goes on from the latest.
     #[arg(long)]
     pub learn_dir: Option<PathBuf>,

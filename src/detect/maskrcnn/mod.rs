@@ -279,7 +279,7 @@ impl crate::detect::TeacherTarget for RcnnOutput {
             .any(|d| d.label == PERSON && d.score >= score_thresh)
     }
 
-    /// [`Self::target`] when the most confident detection reaches `score_thresh`, else all mass
+    /// `target()` when the most confident detection reaches `score_thresh`, else all mass
     /// on "none": the teacher sees what the node would alert on.
     fn target_at(&self, score_thresh: f32) -> Vec<f32> {
         match self.detections.first() {
