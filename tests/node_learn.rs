@@ -86,6 +86,10 @@ fn learning(dir: &std::path::Path, force_every: usize) -> PerceptionConfig {
             learn_dir: dir.to_path_buf(),
             settings: LearnSettings {
                 min_units: 40,
+                // 20 held-out units resolve a 5% budget: the first calibration comes early.
+                tolerance: 0.05,
+                // A small store keeps each calibration short against the fast camera.
+                store_capacity: 300,
                 force_every,
                 keep_versions: 3,
                 audit_fraction: 0.2,
@@ -99,7 +103,7 @@ fn learning(dir: &std::path::Path, force_every: usize) -> PerceptionConfig {
 #[test]
 fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
     let dir = tempdir("learn-swap");
-    let n = 1500;
+    let n = 2000;
     let mut task = Perception::new(toy(), None, learning(&dir, 60)).unwrap();
     let alerts = Collected::default();
     let node = Node::new(NodeSettings {
@@ -117,12 +121,17 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
     assert!(run.failure().is_none(), "{:?}", run.ending);
     let stats = task.stop(&StopFlag::new()).unwrap().learn.unwrap();
     eprintln!(
-        "{} calibrations, versions {:?}, {} rejected, {} withdrawn, audits {:?}",
+        "{} calibrations, versions {:?}, {} rejected, {} withdrawn, audits {:?}, longest {:.2} s",
         stats.calibrations,
-        stats.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        stats
+            .versions
+            .iter()
+            .map(|v| (v.version, v.frame))
+            .collect::<Vec<_>>(),
         stats.rejected,
         stats.withdrawals,
-        stats.audit
+        stats.audit,
+        stats.max_calibration_s
     );
     // Nothing dropped; every frame answered exactly once (one unit a frame: an early alert or
     // the full detector's detections, never both under the exit policy).
@@ -148,7 +157,13 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
     );
     assert!(adopted.windows(2).all(|w| w[0] < w[1]), "{adopted:?}");
     let mut last = 0;
-    let mut hits = 0;
+    let (mut hits, mut later_hits) = (0, 0);
+    let after_drift = |v: u32| {
+        stats
+            .versions
+            .iter()
+            .any(|r| r.version == v && r.frame >= 600)
+    };
     for a in alerts.iter() {
         if let Alert::EarlyAlert { version, frame, .. } = a {
             let v = version.expect("a learned set names its version");
@@ -156,9 +171,16 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
             assert!(v >= last, "frame {frame}: version {v} after {last}");
             last = v;
             hits += 1;
+            later_hits += usize::from(after_drift(v));
         }
     }
-    assert!(hits > n / 4, "{hits} early alerts of {n} frames");
+    eprintln!("{hits} early alerts of {n} frames, {later_hits} from sets adopted after the drift");
+    // Pedestrian-only exits can answer at most the 60% pedestrian frames.
+    assert!(hits > n / 6, "{hits} early alerts of {n} frames");
+    assert!(
+        later_hits > 50,
+        "a set learned after the drift answers frames: {later_hits}"
+    );
     // Forced recalibrations ran; those not adopted left the live set (and the disk) alone.
     assert!(stats.calibrations >= 3 && stats.rejected >= 1, "{stats:?}");
     assert_eq!(stats.calibrations, adopted.len() + stats.rejected);
@@ -168,7 +190,7 @@ fn swaps_under_load_keep_every_alert_whole_and_versions_increasing() {
     for v in &on_disk {
         let p = versions::read_provenance(&versions::version_dir(&dir, *v)).unwrap();
         assert_eq!(p.version, *v);
-        assert!(p.val_errors as f64 <= 0.02 * p.val_units as f64, "{p:?}");
+        assert!(p.val_errors as f64 <= 0.05 * p.val_units as f64, "{p:?}");
     }
     // The toy is separable: the audits agree.
     assert!(stats.audit.hits_audited > 0);

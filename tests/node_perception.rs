@@ -71,6 +71,11 @@ fn two_frames(deadline_ms: u64) -> Vec<(Vec<Alert>, bool)> {
         let mut ctx = FrameCtx::new(&mut publish, &never, &*clock);
         let o = p.process_with(&frame, &mut ctx).unwrap();
         assert_eq!(o.hits, vec![1], "the exit answered the frame");
+        let ran_full = usize::from(!o.continue_skipped);
+        assert_eq!(
+            o.full_units, ran_full,
+            "full detection counted on its one unit"
+        );
         out.push((alerts, o.continue_skipped));
     }
     p.stop(&never).unwrap();

@@ -151,6 +151,9 @@ pub struct FrameOutcome {
     /// The version of the exit set the frame ran with (`None`: a calibration folder of its
     /// own, or no set).
     pub version: Option<u32>,
+    /// Units the full detector ran on in perception (misses, or every unit when
+    /// `alert_then_continue` ran it after a hit); 0 when exits resolved the whole frame.
+    pub full_units: usize,
 }
 
 impl FrameOutcome {
@@ -517,6 +520,7 @@ where
         let detections = |units: &[(usize, &D::Output)], ctx: &mut FrameCtx<'_>| {
             publish_detections((frame.index, capture), &regions, units, thresh, ctx)
         };
+        o.full_units = full_units.len();
         if !full_units.is_empty() {
             detections(&full_units, ctx);
         }
@@ -562,6 +566,7 @@ where
                 let took = ms(ctx.now().saturating_duration_since(t));
                 self.full_ms_est = Some(self.full_ms_est.map_or(took, |e| 0.8 * e + 0.2 * took));
                 o.flops += o.full_flops;
+                o.full_units = regions.len();
                 o.full_pedestrian = Some(full.outputs.iter().any(|d| d.pedestrian(thresh)));
                 o.hit_agree = unit_hits
                     .iter()

@@ -30,6 +30,10 @@ pub struct StageLatency {
     /// Capture -> perception picks the frame up.
     pub queue_ms: Percentiles,
     pub perception_ms: Percentiles,
+    /// Perception on frames the exits resolved whole (no full detection in perception).
+    pub perception_exits_only_ms: Percentiles,
+    /// Perception on frames where the full detector ran on at least one unit.
+    pub perception_with_full_ms: Percentiles,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -220,6 +224,8 @@ impl ReplayReport {
             stage_ms: StageLatency {
                 queue_ms: Percentiles::of(run.records.iter().map(|r| r.queue_ms).collect()),
                 perception_ms: Percentiles::of(run.records.iter().map(|r| r.perceive_ms).collect()),
+                perception_exits_only_ms: perceive_where(&run.records, |o| o.full_units == 0),
+                perception_with_full_ms: perceive_where(&run.records, |o| o.full_units > 0),
             },
             time_to_alert_ms: Percentiles::of(reactions),
             brake_frames: x.decisions.values().filter(|d| d.brake).count(),
@@ -376,6 +382,20 @@ impl ReplayReport {
         }
         s
     }
+}
+
+/// Perception times of the frames whose outcome satisfies `keep`.
+fn perceive_where(
+    records: &[crate::node::FrameRecord<FrameOutcome>],
+    keep: impl Fn(&FrameOutcome) -> bool,
+) -> Percentiles {
+    Percentiles::of(
+        records
+            .iter()
+            .filter(|r| keep(&r.outcome))
+            .map(|r| r.perceive_ms)
+            .collect(),
+    )
 }
 
 /// Write `value` as JSON, replaced whole or not at all ([`crate::fsio::write_atomic`]).

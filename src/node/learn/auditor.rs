@@ -31,7 +31,9 @@ where
             if self.pace.is_cancelled() {
                 return;
             }
-            self.pace.restart();
+            if self.pace.begin().is_err() {
+                return; // cancelled
+            }
             match self.audit(job) {
                 Ok(found) => {
                     shared.lock_stats().audit.frames_audited += 1;

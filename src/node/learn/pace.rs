@@ -108,7 +108,18 @@ impl Pace {
         }
     }
 
-    /// Start timing a new piece of work (after waiting for messages, which is not work).
+    /// Begin a new piece of work (after waiting for messages, which is not work): wait as at a
+    /// checkpoint first. The work is usually handed over at the end of perception's frame, and
+    /// starting it then, on the other core, slowed that frame's last milliseconds (allocation
+    /// and page faults in both threads at once): measured on the demo with every hit audited,
+    /// perception p95 4.7 ms when audits started at once vs 2.9 ms when they waited.
+    pub fn begin(&self) -> Result<()> {
+        self.restart();
+        self.reached()
+    }
+
+    /// Start timing a new piece of work without waiting (a calibration: it reaches its first
+    /// checkpoint within a mini-batch, and its start allocates little).
     pub fn restart(&self) {
         self.last.set(Instant::now());
     }

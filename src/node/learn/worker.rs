@@ -214,6 +214,10 @@ impl<'s> Worker<'s> {
         if self.store.len() < s.min_units || self.profile.is_none() {
             return None;
         }
+        let held_out = held_out_needed(s.tolerance, s.store_capacity);
+        if held_out > 0 && self.store.split(Split::Test).len() < held_out {
+            return None;
+        }
         if let Some(t) = self.pending.take() {
             return Some(t);
         }
@@ -388,6 +392,18 @@ impl<'s> Worker<'s> {
     }
 }
 
+/// Held-out units a calibration waits for: enough that one disagreement is within the budget
+/// (adoption asks for held-out errors / units <= `tolerance`, so with fewer than 1/tolerance
+/// units any single disagreement rejects the candidate, and the calibration is wasted: on the
+/// demo, candidates at 33 and 44 held-out units failed on one error each). Capped at a quarter
+/// of the store's bound so a tiny tolerance still calibrates; 0 at tolerance 0.
+pub fn held_out_needed(tolerance: f64, store_capacity: usize) -> usize {
+    if tolerance <= 0.0 {
+        return 0;
+    }
+    ((1.0 / tolerance).ceil() as usize).min(store_capacity / 4)
+}
+
 /// One-sided 95% Wilson score bound: whether `errors` of `n` audited hits show an error rate
 /// above `tolerance` with confidence, i.e. live accuracy below 1 - tolerance. A point estimate
 /// would withdraw a set at exactly its budget on one unlucky disagreement in a small window.
@@ -450,7 +466,18 @@ pub fn cascade_by_layer(
 
 #[cfg(test)]
 mod tests {
-    use super::error_rate_above;
+    use super::{error_rate_above, held_out_needed};
+
+    #[test]
+    fn calibrations_wait_until_one_disagreement_fits_the_budget() {
+        assert_eq!(held_out_needed(0.02, 1000), 50);
+        // 1 error in 50 is within 2%: the adoption rule agrees.
+        assert!(crate::node::retrain::adopt((0, 0), (1, 40), 50, 0.02));
+        assert!(!crate::node::retrain::adopt((0, 0), (1, 40), 49, 0.02));
+        assert_eq!(held_out_needed(0.05, 1000), 20);
+        assert_eq!(held_out_needed(0.001, 1000), 250, "capped");
+        assert_eq!(held_out_needed(0.0, 1000), 0);
+    }
 
     #[test]
     fn withdrawal_needs_confidence_not_one_unlucky_audit() {
