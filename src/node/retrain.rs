@@ -35,7 +35,7 @@ use crate::cache::train::{train_new_cancellable, TrainConfig};
 use crate::cache::ExitOn;
 use crate::node::clock::{StopFlag, POLL};
 pub use crate::node::live::{LiveExits, LiveSet};
-use crate::node::supervise::panic_message;
+use crate::node::supervise::FailureSlot;
 use candle_core::{Device, Tensor};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::Serialize;
@@ -138,7 +138,7 @@ pub struct Retrainer {
 struct Shared {
     stats: Mutex<RetrainStats>,
     /// A panic in the thread, as one line.
-    failure: Mutex<Option<String>>,
+    failure: FailureSlot,
     cancel: AtomicBool,
 }
 
@@ -163,8 +163,7 @@ impl Retrainer {
                     run(rx, &live, policy, positive, &cfg, &sh)
                 }));
                 if let Err(p) = r {
-                    *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("panicked: {}", panic_message(&*p)));
+                    sh.failure.panicked("panicked", &*p);
                 }
             })
             .map_err(|e| crate::err!("starting the retrainer thread: {e}"))?;
@@ -203,18 +202,7 @@ impl Retrainer {
 
     /// `Err` ([`crate::Error::Stage`], stage `retrainer`) once the thread has failed.
     pub fn check(&self) -> crate::Result<()> {
-        match &*self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            Some(cause) => Err(crate::Error::Stage {
-                stage: "retrainer",
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.shared.failure.check("retrainer")
     }
 
     /// Close the queue and let the thread finish what it holds; when `cancel` is or becomes set,
@@ -406,7 +394,8 @@ pub fn adopt(live: (usize, usize), candidate: (usize, usize), n: usize, toleranc
 }
 
 /// The exits in order on stored samples, as the cache-enabled forward runs them: the first exit
-/// that hits answers. Returns (answers that differ from the teacher's class, hits).
+/// that hits answers; exit `l` reads store layer `l`. Returns (answers that differ from the
+/// teacher's class, hits).
 pub fn cascade(
     exits: &[Exit],
     store: &MedialStore,
@@ -415,10 +404,22 @@ pub fn cascade(
     positive: usize,
     dev: &Device,
 ) -> candle_core::Result<(usize, usize)> {
+    cascade_on(exits, store, samples, (policy, positive), dev, |l, _| Ok(l))
+}
+
+/// [`cascade`] with the store layer of each exit given by `layer_of(index, exit)`.
+pub fn cascade_on(
+    exits: &[Exit],
+    store: &MedialStore,
+    samples: &[&Sample],
+    (policy, positive): (ExitOn, usize),
+    dev: &Device,
+    layer_of: impl Fn(usize, &Exit) -> candle_core::Result<usize>,
+) -> candle_core::Result<(usize, usize)> {
     let mut answered = vec![false; samples.len()];
     let (mut errors, mut hits) = (0, 0);
-    for (l, exit) in exits.iter().enumerate() {
-        let (x4, _): (Tensor, Tensor) = store.tensors(l, samples, dev)?;
+    for (i, exit) in exits.iter().enumerate() {
+        let (x4, _): (Tensor, Tensor) = store.tensors(layer_of(i, exit)?, samples, dev)?;
         for (i, p) in exit.predict_pooled(&x4)?.iter().enumerate() {
             if answered[i] || !p.hits(exit.theta, policy, positive) {
                 continue;

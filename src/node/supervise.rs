@@ -98,6 +98,30 @@ impl Supervisor {
     }
 }
 
+/// Where a background thread (the retrainer, the learner) leaves the panic that ended it, for
+/// its handle's `check` to turn into that stage's failure.
+#[derive(Debug, Default)]
+pub struct FailureSlot(Mutex<Option<String>>);
+
+impl FailureSlot {
+    /// Record the thread's panic, as `{what}: {message}` (`what`: e.g. "panicked").
+    pub fn panicked(&self, what: &str, payload: &(dyn Any + Send)) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(format!("{what}: {}", panic_message(payload)));
+    }
+
+    /// `Err` ([`crate::Error::Stage`], `stage`) once a panic is recorded.
+    pub fn check(&self, stage: &'static str) -> crate::Result<()> {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(cause) => Err(crate::Error::Stage {
+                stage,
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The text a panic was raised with.
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

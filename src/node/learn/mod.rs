@@ -31,7 +31,7 @@ use crate::cache::ExitOn;
 use crate::detect::{FlopsProfile, Staged};
 use crate::node::clock::{StopFlag, POLL};
 use crate::node::live::LiveExits;
-use crate::node::supervise::panic_message;
+use crate::node::supervise::FailureSlot;
 use candle_core::Device;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -275,7 +275,7 @@ pub struct LearnStats {
 #[derive(Default)]
 struct Shared {
     stats: Mutex<LearnStats>,
-    failure: Mutex<Option<String>>,
+    failure: FailureSlot,
     /// Stop starting work; finish what is queued.
     stopping: AtomicBool,
     /// The frame perception is on.
@@ -357,8 +357,7 @@ where
                     audit_pool.install(move || auditor.run(&audits_rx, &to_learner, &sh2))
                 }));
                 if let Err(p) = r {
-                    *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("auditor panicked: {}", panic_message(&*p)));
+                    sh.failure.panicked("auditor panicked", &*p);
                 }
             })
             .map_err(|e| crate::err!("starting the auditor thread: {e}"))?;
@@ -375,8 +374,7 @@ where
                     })
                 }));
                 if let Err(p) = r {
-                    *sh.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("panicked: {}", panic_message(&*p)));
+                    sh.failure.panicked("panicked", &*p);
                 }
             })
             .map_err(|e| crate::err!("starting the learner thread: {e}"))?;
@@ -460,18 +458,7 @@ impl<D: Staged> Learner<D> {
 
     /// `Err` ([`crate::Error::Stage`], stage `learner`) once the thread has failed.
     pub fn check(&self) -> crate::Result<()> {
-        match &*self
-            .shared
-            .failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-        {
-            Some(cause) => Err(crate::Error::Stage {
-                stage: "learner",
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
-        }
+        self.shared.failure.check("learner")
     }
 
     /// A copy of what the learner has done so far.

@@ -4,7 +4,7 @@
 use super::pace::Pace;
 use super::versions::{write_version, Provenance, Trigger};
 use super::{LearnSetup, Note, Shared, Verdict, VersionRecord, BIN_FRAMES};
-use crate::cache::calibration::{argmax, calibrate_with, CalibConfig};
+use crate::cache::calibration::{calibrate_with, CalibConfig};
 use crate::cache::enabled::Exit;
 use crate::cache::store::{MedialStore, Sample, Split};
 use crate::cache::train::TrainConfig;
@@ -12,7 +12,7 @@ use crate::cache::ExitOn;
 use crate::detect::FlopsProfile;
 use crate::node::clock::POLL;
 use crate::node::live::{LiveExits, LiveSet};
-use crate::node::retrain::adopt;
+use crate::node::retrain::{adopt, cascade_on};
 use candle_core::Device;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use std::collections::VecDeque;
@@ -441,27 +441,18 @@ pub fn cascade_by_layer(
     policy: ExitOn,
     positive: usize,
 ) -> candle_core::Result<(usize, usize)> {
-    let mut answered = vec![false; samples.len()];
-    let (mut errors, mut hits) = (0, 0);
-    for exit in exits {
-        let Some(l) = store
-            .layers
-            .iter()
-            .position(|(name, _)| *name == exit.layer)
-        else {
-            candle_core::bail!("exit {} is not a layer of the store", exit.layer);
-        };
-        let (x4, _) = store.tensors(l, samples, &Device::Cpu)?;
-        for (i, p) in exit.predict_pooled(&x4)?.iter().enumerate() {
-            if answered[i] || !p.hits(exit.theta, policy, positive) {
-                continue;
-            }
-            answered[i] = true;
-            hits += 1;
-            errors += usize::from(p.class != argmax(&samples[i].target));
-        }
-    }
-    Ok((errors, hits))
+    let by_name = |_, exit: &Exit| match store.layers.iter().position(|(n, _)| *n == exit.layer) {
+        Some(l) => Ok(l),
+        None => candle_core::bail!("exit {} is not a layer of the store", exit.layer),
+    };
+    cascade_on(
+        exits,
+        store,
+        samples,
+        (policy, positive),
+        &Device::Cpu,
+        by_name,
+    )
 }
 
 #[cfg(test)]
