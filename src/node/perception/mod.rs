@@ -11,175 +11,31 @@
 //! [`PerceptionConfig`]), [`Perception::process`] per frame (or a [`crate::node::Node`] calls it),
 //! [`Perception::stop`] at the end. A frame the node cancels ends between two detector stages.
 
+mod config;
+mod learning;
+mod outcome;
+
+pub use config::{CacheExits, LearnPlan, PerceptionConfig};
+pub use outcome::{FrameOutcome, PerceptionStats, Processed};
+
 use super::alert::{Alert, HitPolicy};
 use super::clock::{ms, StopFlag, SystemClock};
-use super::config::NodeConfig;
 use super::detector::Cancellable;
-use super::learn::pace::Gauge;
-use super::learn::{
-    AuditJob, LabelledUnit, LearnSettings, LearnSetup, LearnStats, Learner, Verdict,
-};
+use super::learn::{AuditJob, LabelledUnit, LearnStats, Learner, Verdict};
 use super::live::{LiveExits, LiveSet};
-use super::retrain::{RetrainConfig, RetrainStats, Retrainer};
+use super::retrain::{RetrainConfig, Retrainer};
 use super::source::Frame;
 use super::task::{FrameCtx, Perceive};
 use crate::cache::calibration::CacheableDetector;
-use crate::cache::enabled::{CacheEnabled, Exit, Resolution};
+use crate::cache::enabled::{CacheEnabled, Resolution};
 use crate::cache::ExitOn;
 use crate::detect::{FrameDetections, Staged, TeacherTarget};
 use crate::frame::RgbFrame;
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
+use learning::{offer_retrainer, Learning, MidFrame};
+use outcome::publish_detections;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How perception uses the detector and its exits.
-#[derive(Clone, Debug)]
-pub struct PerceptionConfig {
-    /// What a cache hit does to the rest of the frame.
-    pub policy: HitPolicy,
-    /// Detector score at which a detection counts as a pedestrian.
-    pub score_thresh: f32,
-    /// Capture -> last alert; `alert_then_continue` runs full detection only within it.
-    pub deadline: Duration,
-    /// Retrain the exits in the background (`None`: off). Its `tolerance` is replaced by the
-    /// calibration's.
-    pub retrain: Option<RetrainConfig>,
-    /// Learn exits on the drive ([`crate::node::learn`]); `None`: off.
-    pub learn: Option<LearnPlan>,
-    /// At stop, how long to wait for the retrainer once it was told to cancel.
-    pub stop_grace: Duration,
-}
-
-/// Where and how perception learns its exits.
-#[derive(Clone, Debug)]
-pub struct LearnPlan {
-    /// Versions go to `DIR/v0001/`, ...
-    pub learn_dir: PathBuf,
-    /// How it learns.
-    pub settings: LearnSettings,
-}
-
-impl Default for PerceptionConfig {
-    fn default() -> Self {
-        Self {
-            policy: HitPolicy::Exit,
-            score_thresh: 0.5,
-            deadline: Duration::from_millis(100),
-            retrain: None,
-            learn: None,
-            stop_grace: Duration::from_millis(500),
-        }
-    }
-}
-
-impl PerceptionConfig {
-    /// The perception part of a node config (already validated).
-    pub fn from_node_config(cfg: &NodeConfig) -> Self {
-        Self {
-            policy: cfg.policy,
-            score_thresh: cfg.score_thresh(),
-            deadline: Duration::from_secs_f64(cfg.deadline_ms / 1e3),
-            retrain: cfg.retrain.then(RetrainConfig::default),
-            learn: cfg.learns().then(|| LearnPlan {
-                learn_dir: cfg.learn_dir_or_default(),
-                settings: cfg.learn.clone(),
-            }),
-            ..Self::default()
-        }
-    }
-}
-
-/// Calibrated cache exits, as perception uses them.
-#[derive(Clone, Debug)]
-pub struct CacheExits {
-    /// The model they were calibrated for.
-    pub model: String,
-    /// The selected exits, in network order.
-    pub exits: Vec<Exit>,
-    /// Which answers may exit early.
-    pub policy: ExitOn,
-    /// Class meaning "pedestrian present".
-    pub positive: usize,
-    /// The calibration's accuracy-drop budget (the retrainer judges candidates with it).
-    pub tolerance: f64,
-    /// Its version, when it is one of a learn dir's.
-    pub version: Option<u32>,
-}
-
-impl CacheExits {
-    /// Load a calibration folder (`exits.ron` + `heads.safetensors`), or a learn dir's latest
-    /// version, heads on `device` (the detector's).
-    pub fn load(dir: &Path, device: &Device) -> crate::Result<Self> {
-        let (dir, version) = super::learn::versions::resolve_calib(dir)?;
-        let (f, exits) = crate::cache::files::load(&dir, device)?;
-        Ok(Self {
-            model: f.model,
-            exits,
-            policy: f.policy,
-            positive: f.positive,
-            tolerance: f.tolerance,
-            version,
-        })
-    }
-}
-
-/// What perception did with one frame.
-#[derive(Clone, Debug, Default)]
-pub struct FrameOutcome {
-    /// Frame width, pixels.
-    pub width: usize,
-    /// Frame height, pixels.
-    pub height: usize,
-    /// Units (tiles) the frame was split into.
-    pub units: usize,
-    /// Analytic FLOPs spent on the frame (stages run, heads evaluated).
-    pub flops: u64,
-    /// Full-detector FLOPs for the same frame (what a node without exits spends).
-    pub full_flops: u64,
-    /// Unit hits per exit.
-    pub hits: Vec<usize>,
-    /// The cache-enabled pass says "pedestrian".
-    pub cached_pedestrian: bool,
-    /// The full detector's answer, when it ran on every unit of the frame.
-    pub full_pedestrian: Option<bool>,
-    /// A hit resolved the frame but the deadline left no time for full detection.
-    pub continue_skipped: bool,
-    /// For each unit hit that the full detector also judged: (exit, same pedestrian answer).
-    pub hit_agree: Vec<(usize, bool)>,
-    /// The version of the exit set the frame ran with (`None`: a calibration folder of its
-    /// own, or no set).
-    pub version: Option<u32>,
-    /// Units the full detector ran on in perception (misses, or every unit when
-    /// `alert_then_continue` ran it after a hit); 0 when exits resolved the whole frame.
-    pub full_units: usize,
-}
-
-impl FrameOutcome {
-    /// The node's answer: any pedestrian alert for the frame.
-    pub fn pedestrian(&self) -> bool {
-        self.cached_pedestrian || self.full_pedestrian == Some(true)
-    }
-}
-
-/// [`Perception::process`]'s result: the alerts in publishing order, and the outcome.
-#[derive(Clone, Debug)]
-pub struct Processed {
-    /// Alerts in publishing order.
-    pub alerts: Vec<Alert>,
-    /// What perception did with the frame.
-    pub outcome: FrameOutcome,
-}
-
-/// What perception leaves when it stops.
-#[derive(Clone, Debug, Default)]
-pub struct PerceptionStats {
-    /// The retrainer's work, when it was on.
-    pub retrain: Option<RetrainStats>,
-    /// The learner's work, when it was on.
-    pub learn: Option<LearnStats>,
-}
 
 /// The perception task (see the module doc).
 pub struct Perception<D: Staged> {
@@ -194,45 +50,6 @@ pub struct Perception<D: Staged> {
     learning: Option<Learning<D>>,
     /// Running estimate of a full-detector pass, ms, for `alert_then_continue`.
     full_ms_est: Option<f64>,
-}
-
-/// Perception's side of learning: the learner starts at the first frame (the candidate layers
-/// depend on the detector's input).
-struct Learning<D: Staged> {
-    plan: LearnPlan,
-    /// Versions in the learn dir are numbered after this one.
-    after: u32,
-    learner: Option<Learner<D>>,
-    candidates: Vec<usize>,
-    /// Accumulates `audit_fraction` per frame a hit resolved; an audit is due at 1.
-    audit_credit: f64,
-}
-
-/// Tells the learner's gauge a frame is running while it lives, however the frame ends, and
-/// whether another frame was waiting at its end.
-struct MidFrame {
-    gauge: Option<Arc<Gauge>>,
-    backlog: bool,
-}
-
-impl MidFrame {
-    fn new(gauge: Option<Arc<Gauge>>) -> Self {
-        if let Some(g) = &gauge {
-            g.frame_started();
-        }
-        Self {
-            gauge,
-            backlog: false,
-        }
-    }
-}
-
-impl Drop for MidFrame {
-    fn drop(&mut self) {
-        if let Some(g) = &self.gauge {
-            g.frame_ended(self.backlog);
-        }
-    }
 }
 
 impl<D> Perception<D>
@@ -353,51 +170,6 @@ where
                 e
             }
         })
-    }
-
-    /// Start the learner at the first frame, once the candidate layers are known.
-    fn start_learning(&mut self, profile: &crate::detect::FlopsProfile) -> crate::Result<()> {
-        let Some(l) = self.learning.as_mut().filter(|l| l.learner.is_none()) else {
-            return Ok(());
-        };
-        let det = &*self.detector;
-        let candidates = det.candidate_stages(profile);
-        crate::ensure!(
-            !candidates.is_empty(),
-            "learning: {} has no candidate layer for cache exits on this input",
-            det.model_name()
-        );
-        let facts = crate::cache::calibration::ModelFacts::of(det);
-        self.layers = candidates
-            .iter()
-            .map(|&s| facts.stage_names[s].clone())
-            .collect();
-        for e in &self.live.load().exits {
-            crate::ensure!(
-                self.layers.contains(&e.layer),
-                "learning: the starting exit {} is not a candidate layer ({:?})",
-                e.layer,
-                self.layers
-            );
-        }
-        let setup = LearnSetup {
-            channels: candidates.iter().map(|&s| det.stage_channels(s)).collect(),
-            candidates: candidates.clone(),
-            facts,
-            learn_dir: l.plan.learn_dir.clone(),
-            policy: self.exit_policy,
-            score_thresh: self.cfg.score_thresh,
-            device: det.device(),
-            settings: l.plan.settings.clone(),
-        };
-        l.learner = Some(Learner::spawn(
-            self.detector.clone(),
-            self.live.clone(),
-            setup,
-            l.after,
-        )?);
-        l.candidates = candidates;
-        Ok(())
     }
 
     fn frame(
@@ -662,21 +434,6 @@ where
     }
 }
 
-/// Offer unit `u` to the retrainer with its inputs at each exit (when every exit saw it).
-fn offer_retrainer(
-    r: &mut Retrainer,
-    frame: usize,
-    u: usize,
-    taps: &mut HashMap<usize, Vec<f32>>,
-    exit_stages: &[usize],
-    target: Vec<f32>,
-) {
-    if let Some(feats) = exit_stages.iter().map(|s| taps.remove(s)).collect() {
-        // Ids only need to be distinct per unit: a frame has at most a few tiles.
-        r.offer((frame * 8 + u) as u64, feats, target);
-    }
-}
-
 impl<D> Perceive for Perception<D>
 where
     D: CacheableDetector + Send + Sync + 'static,
@@ -697,33 +454,4 @@ where
     fn check(&mut self) -> crate::Result<()> {
         Perception::check(self)
     }
-}
-
-/// One `Detections` alert for the given units of a frame, boxes in frame pixels.
-fn publish_detections<O: FrameDetections>(
-    (frame, capture): (usize, std::time::Instant),
-    regions: &[(usize, usize, usize, usize)],
-    units: &[(usize, &O)],
-    thresh: f32,
-    ctx: &mut FrameCtx<'_>,
-) {
-    let (mut boxes, mut scores, mut labels, mut peds) =
-        (Vec::new(), Vec::new(), Vec::new(), 0usize);
-    for (u, d) in units {
-        for (b, s, l) in d.frame_boxes(regions[*u], thresh) {
-            peds += usize::from(l == d.pedestrian_label());
-            boxes.push(b);
-            scores.push(s);
-            labels.push(l);
-        }
-    }
-    let latency_ms = ms(ctx.now().saturating_duration_since(capture));
-    ctx.publish(Alert::Detections {
-        frame,
-        boxes,
-        scores,
-        labels,
-        pedestrians: peds,
-        latency_ms,
-    });
 }
