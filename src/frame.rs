@@ -4,7 +4,7 @@ use image::ImageEncoder;
 use std::path::Path;
 
 /// An 8-bit RGB frame, row-major, 3 bytes per pixel.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RgbFrame {
     pub width: usize,
     pub height: usize,

@@ -1,6 +1,7 @@
 //! Fuzzing every parser of untrusted bytes (README "Input limits"): `.pth` (zip and pickle),
 //! GraphDef, safetensors, PNG and JPEG through the project's decoder, label maps, the node RON,
-//! `exits.ron` (against a detector) with `heads.safetensors`, and the raw video frame stream.
+//! `exits.ron` (against a detector) with `heads.safetensors`, the raw video frame stream, and ROS 2
+//! MCAP recordings.
 //!
 //! Each parser gets its seeds and `PEDCACHE_FUZZ_INPUTS` mutants (1000 by default: the bounded
 //! CI run); the long run is `PEDCACHE_FUZZ_INPUTS=100000 cargo test --release --test fuzz`.
@@ -116,6 +117,27 @@ fn video(b: &[u8]) -> Result<(), String> {
         f.map_err(|e| e.one_line())?;
     }
     Ok(())
+}
+
+/// A ROS 2 recording: the image topic found, then every message on it decoded. Bytes go
+/// through a file, as the source reads them.
+fn mcap_recording(b: &[u8]) -> Result<(), String> {
+    use pedcache::sim::mcap::{probe, McapFrames};
+    let dir = std::env::temp_dir().join(format!("pedcache-fuzz-mcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join("fuzz.mcap");
+    std::fs::write(&path, b).map_err(|e| e.to_string())?;
+    let (topic, n) = probe(&path, None).map_err(|e| e.one_line())?;
+    let mut first_error = None;
+    for m in McapFrames::open(&path, &topic)
+        .map_err(|e| e.one_line())?
+        .take(n)
+    {
+        if let Err(e) = m {
+            first_error.get_or_insert(e.one_line());
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 // ---------- seeds ----------
@@ -382,6 +404,71 @@ fn fuzz_video_stream() {
     );
 }
 
+/// Recordings of two 4x3 frames (`sensor_msgs/msg/Image`, bgr8), chunked with zstd and not.
+fn mcap_seeds() -> Vec<Seed> {
+    let message = |k: u8| {
+        let mut b = vec![0, 1, 0, 0];
+        let mut u32 = |b: &mut Vec<u8>, v: u32| {
+            while !(b.len() - 4).is_multiple_of(4) {
+                b.push(0);
+            }
+            b.extend_from_slice(&v.to_le_bytes());
+        };
+        u32(&mut b, 1);
+        u32(&mut b, 2);
+        u32(&mut b, 4);
+        b.extend_from_slice(b"cam\0");
+        u32(&mut b, 3);
+        u32(&mut b, 4);
+        u32(&mut b, 5);
+        b.extend_from_slice(b"bgr8\0");
+        b.push(0);
+        u32(&mut b, 12);
+        u32(&mut b, 36);
+        b.extend((0..36).map(|i| i as u8 ^ k));
+        b
+    };
+    [Some(mcap::Compression::Zstd), None]
+        .into_iter()
+        .map(|compression| {
+            let mut out = std::io::Cursor::new(Vec::new());
+            let mut w = mcap::WriteOptions::new()
+                .compression(compression)
+                .create(&mut out)
+                .unwrap();
+            let s = w
+                .add_schema("sensor_msgs/msg/Image", "ros2msg", b"")
+                .unwrap();
+            let c = w
+                .add_channel(s, "/cam", "cdr", &Default::default())
+                .unwrap();
+            for k in 0..2u8 {
+                let h = mcap::records::MessageHeader {
+                    channel_id: c,
+                    sequence: k as u32,
+                    log_time: k as u64,
+                    publish_time: k as u64,
+                };
+                w.write_to_known_channel(&h, &message(k)).unwrap();
+            }
+            w.finish().unwrap();
+            drop(w);
+            Seed::plain(out.into_inner())
+        })
+        .collect()
+}
+
+#[test]
+fn fuzz_mcap_recording() {
+    run(
+        "mcap",
+        &mcap_seeds(),
+        mcap_recording,
+        structured,
+        Some("fuzz.mcap"),
+    );
+}
+
 /// Every input that once broke the contract, by parser (`tests/fixtures/fuzz/PARSER-*.bin`).
 #[test]
 fn regressions() {
@@ -408,6 +495,7 @@ fn regressions() {
                 "exitsron" => (exits_ron, structured, Some("exits.ron")),
                 "heads" => (heads, structured, Some("heads.safetensors")),
                 "video" => (video, structured, Some("fuzz.avi")),
+                "mcap" => (mcap_recording, structured, Some("fuzz.mcap")),
                 other => panic!("{name}: unknown parser {other:?}"),
             };
         let input = std::fs::read(&path).expect("read");

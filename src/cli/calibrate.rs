@@ -75,6 +75,7 @@ impl SourceArgs {
             seq_frames: self.sequences.frame_range()?,
             only_seq: self.sequences.seq.clone(),
             not_seq: self.sequences.not_seq.clone(),
+            topic: None,
         };
         let frames = select_frames(&self.source, &sel)?;
         anyhow::ensure!(

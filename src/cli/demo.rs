@@ -32,6 +32,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         model: None,
         standin_weights: false,
         source: a.source.iter().cloned().collect(),
+        topic: None,
         node: a.node.clone(),
         queue: None,
         gt_min_pixels: None,

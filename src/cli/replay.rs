@@ -70,9 +70,12 @@ pub struct ReplayArgs {
     /// (detections mean nothing; no cache exits).
     #[arg(long, conflicts_with_all = ["weights", "calib"])]
     pub standin_weights: bool,
-    /// Sources (folders, images, videos); repeatable.
+    /// Sources (folders, images, videos, ROS 2 MCAP recordings); repeatable.
     #[arg(long, num_args = 1..)]
     pub source: Vec<PathBuf>,
+    /// The image topic of MCAP sources (default: their only image topic).
+    #[arg(long)]
+    pub topic: Option<String>,
     #[command(flatten)]
     pub node: NodeFlags,
     /// Pending frames between source and perception (1..=64).
@@ -153,6 +156,9 @@ pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
         c.not_seq = a.sequences.not_seq.clone();
     }
     c.retrain |= a.retrain;
+    if a.topic.is_some() {
+        c.topic = a.topic.clone();
+    }
     let name = a
         .config
         .as_ref()

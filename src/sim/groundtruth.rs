@@ -117,7 +117,7 @@ pub fn index_ground_truth(frames: &[FrameRef], min_pixels: usize) -> Vec<FrameTr
         .iter()
         .map(|f| match f {
             FrameRef::File(p) => locate_label_map(p),
-            FrameRef::Video(..) => None,
+            FrameRef::Video(..) | FrameRef::Mcap(..) => None,
         })
         .collect();
     // Per sequence: (frames, frames with a label map).

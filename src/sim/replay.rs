@@ -23,6 +23,7 @@ pub fn scenario_frames(sc: &Scenario) -> crate::Result<Vec<FrameRef>> {
         seq_frames: sc.seq_frames,
         only_seq: sc.seq.clone(),
         not_seq: sc.not_seq.clone(),
+        topic: sc.topic.clone(),
     };
     let mut frames = select_frames(&sc.sources, &sel)?;
     crate::ensure!(!frames.is_empty(), "no frames in {:?}", sc.sources);

@@ -81,6 +81,9 @@ pub struct Scenario {
     /// Leave out these Cityscapes sequences.
     #[serde(default)]
     pub not_seq: Vec<String>,
+    /// The image topic of MCAP sources (default: their only image topic).
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 impl Scenario {
@@ -110,6 +113,7 @@ impl Scenario {
             seq_frames: None,
             seq: Vec::new(),
             not_seq: Vec::new(),
+            topic: None,
         }
     }
 

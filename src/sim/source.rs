@@ -80,6 +80,8 @@ pub struct Selection {
     /// Only these sequences (Cityscapes `city_SSSSSS`), when not empty.
     pub only_seq: Vec<String>,
     pub not_seq: Vec<String>,
+    /// The image topic of MCAP sources (`None`: their only image topic).
+    pub topic: Option<String>,
 }
 
 /// Parse "A..B" into a pair.
@@ -100,6 +102,8 @@ pub fn parse_range<T: std::str::FromStr>(s: &str) -> crate::Result<(T, T)> {
 pub enum FrameRef {
     File(PathBuf),
     Video(PathBuf, usize),
+    /// Image message `index` (counting that topic's messages in log order) of an MCAP file.
+    Mcap(PathBuf, std::sync::Arc<str>, usize),
 }
 
 impl FrameRef {
@@ -107,20 +111,26 @@ impl FrameRef {
         match self {
             FrameRef::File(p) => p.display().to_string(),
             FrameRef::Video(p, i) => format!("{}#{i:06}", p.display()),
+            FrameRef::Mcap(p, t, i) => format!("{}#{t}#{i:06}", p.display()),
         }
     }
     pub fn path(&self) -> &Path {
         match self {
-            FrameRef::File(p) | FrameRef::Video(p, _) => p,
+            FrameRef::File(p) | FrameRef::Video(p, _) | FrameRef::Mcap(p, _, _) => p,
         }
     }
 }
 
-/// All frames of the sources (folders, image files, videos) after the selection, in order.
+/// All frames of the sources (folders, image files, videos, MCAP recordings) after the
+/// selection, in order.
 pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> crate::Result<Vec<FrameRef>> {
     let mut all = Vec::new();
     for s in sources {
-        if s.is_file() && crate::sim::video::is_video(s) {
+        if crate::sim::mcap::is_mcap(s) {
+            let (topic, n) = crate::sim::mcap::probe(s, sel.topic.as_deref())?;
+            let topic: std::sync::Arc<str> = topic.into();
+            all.extend((0..n).map(|i| FrameRef::Mcap(s.clone(), topic.clone(), i)));
+        } else if s.is_file() && crate::sim::video::is_video(s) {
             let (_, _, n) = crate::sim::video::probe(s)?;
             all.extend((0..n).map(|i| FrameRef::Video(s.clone(), i)));
         } else {
@@ -154,15 +164,37 @@ pub fn select_frames(sources: &[PathBuf], sel: &Selection) -> crate::Result<Vec<
     Ok(out)
 }
 
-/// The video a sequence is reading, and the index of its next frame.
-type OpenVideo = Option<(PathBuf, crate::sim::video::VideoFrames, usize)>;
+/// The video or recording a sequence is reading, and the index of its next frame: a video
+/// streams through one ffmpeg process, a recording through one reader (reopened only to go
+/// back).
+#[derive(Default)]
+struct Open {
+    video: Option<(PathBuf, crate::sim::video::VideoFrames, usize)>,
+    mcap: Option<(PathBuf, crate::sim::mcap::McapFrames, usize)>,
+}
 
-/// Decode one frame; a video stays open between calls, so its frames stream through one ffmpeg
-/// process (reopened only to go back).
-fn read_one(video: &mut OpenVideo, f: &FrameRef) -> crate::Result<crate::frame::RgbFrame> {
+/// Advance `it` (whose next item is number `*next`) to item `i` and return it.
+fn nth_from<T>(
+    it: &mut impl Iterator<Item = T>,
+    next: &mut usize,
+    i: usize,
+    missing: impl Fn() -> crate::Error,
+) -> crate::Result<T> {
+    loop {
+        let item = it.next().ok_or_else(&missing)?;
+        *next += 1;
+        if *next > i {
+            return Ok(item);
+        }
+    }
+}
+
+/// Decode one frame.
+fn read_one(open: &mut Open, f: &FrameRef) -> crate::Result<crate::frame::RgbFrame> {
     match f {
         FrameRef::File(p) => crate::frame::load_rgb(p),
         FrameRef::Video(p, i) => {
+            let video = &mut open.video;
             if video
                 .as_ref()
                 .is_none_or(|(vp, _, next)| vp != p || *next > *i)
@@ -170,27 +202,32 @@ fn read_one(video: &mut OpenVideo, f: &FrameRef) -> crate::Result<crate::frame::
                 *video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
             }
             let (_, it, next) = video.as_mut().ok_or_else(|| crate::err!("video"))?;
-            loop {
-                let (_, frame) = it
-                    .next()
-                    .ok_or_else(|| crate::err!("{}: frame {i} missing", p.display()))?;
-                *next += 1;
-                if *next > *i {
-                    return frame;
-                }
+            let missing = || crate::err!("{}: frame {i} missing", p.display());
+            nth_from(it, next, *i, missing)?.1
+        }
+        FrameRef::Mcap(p, topic, i) => {
+            let rec = &mut open.mcap;
+            if rec
+                .as_ref()
+                .is_none_or(|(rp, _, next)| rp != p || *next > *i)
+            {
+                *rec = Some((p.clone(), crate::sim::mcap::McapFrames::open(p, topic)?, 0));
             }
+            let (_, it, next) = rec.as_mut().ok_or_else(|| crate::err!("mcap"))?;
+            let missing = || crate::err!("{}: {topic} message {i} missing", p.display());
+            Ok(nth_from(it, next, *i, missing)??.frame)
         }
     }
 }
 
-/// Decode the frames in order; videos are streamed through one ffmpeg process each.
+/// Decode the frames in order; videos and recordings are streamed, one reader each.
 pub fn read_frames(
     frames: &[FrameRef],
 ) -> impl Iterator<Item = (FrameRef, crate::Result<crate::frame::RgbFrame>)> + '_ {
-    let mut video: OpenVideo = None;
+    let mut open = Open::default();
     frames
         .iter()
-        .map(move |f| (f.clone(), read_one(&mut video, f)))
+        .map(move |f| (f.clone(), read_one(&mut open, f)))
 }
 
 /// A recorded sequence as the node's frame source: frames decoded in order, each stamped with
@@ -202,7 +239,7 @@ pub struct SequenceSource {
     frames: Vec<FrameRef>,
     truth: Vec<FrameTruth>,
     next: usize,
-    video: OpenVideo,
+    open: Open,
     size: Option<(usize, usize)>,
 }
 
@@ -212,7 +249,7 @@ impl SequenceSource {
             frames,
             truth,
             next: 0,
-            video: None,
+            open: Open::default(),
             size: None,
         }
     }
@@ -232,7 +269,7 @@ impl FrameSource for SequenceSource {
         self.next += 1;
         let capture = ctx.now();
         let path = fref.name();
-        Ok(Some(match read_one(&mut self.video, fref) {
+        Ok(Some(match read_one(&mut self.open, fref) {
             Err(e) => {
                 let cause = e.one_line();
                 // The decoder's message starts with the path; the alert carries it apart.
