@@ -34,6 +34,11 @@ fn structured(len: usize) -> usize {
 fn images(len: usize) -> usize {
     512 * MIB + 2 * len
 }
+/// MCAP recordings: the structured bound plus one record being decompressed (at most
+/// `RECORD_LIMIT`) and zstd's largest default window (128 MiB) for a chunk's frame.
+fn recordings(len: usize) -> usize {
+    structured(len) + pedcache::sim::mcap::RECORD_LIMIT + 128 * MIB
+}
 /// GraphDefs: the structured bound plus the fills a graph may expand (`MAX_FILL_ELEMENTS`
 /// floats, decoded and folded).
 fn graphs(len: usize) -> usize {
@@ -408,7 +413,7 @@ fn fuzz_video_stream() {
 fn mcap_seeds() -> Vec<Seed> {
     let message = |k: u8| {
         let mut b = vec![0, 1, 0, 0];
-        let mut u32 = |b: &mut Vec<u8>, v: u32| {
+        let u32 = |b: &mut Vec<u8>, v: u32| {
             while !(b.len() - 4).is_multiple_of(4) {
                 b.push(0);
             }
@@ -464,7 +469,7 @@ fn fuzz_mcap_recording() {
         "mcap",
         &mcap_seeds(),
         mcap_recording,
-        structured,
+        recordings,
         Some("fuzz.mcap"),
     );
 }
@@ -495,7 +500,7 @@ fn regressions() {
                 "exitsron" => (exits_ron, structured, Some("exits.ron")),
                 "heads" => (heads, structured, Some("heads.safetensors")),
                 "video" => (video, structured, Some("fuzz.avi")),
-                "mcap" => (mcap_recording, structured, Some("fuzz.mcap")),
+                "mcap" => (mcap_recording, recordings, Some("fuzz.mcap")),
                 other => panic!("{name}: unknown parser {other:?}"),
             };
         let input = std::fs::read(&path).expect("read");

@@ -6,18 +6,16 @@
 //! record that does not parse ends the readable part of the file: the frames after it are bad.
 
 use crate::frame::{check_dimensions, decode_rgb, RgbFrame};
+mod records;
+
+pub use records::RECORD_LIMIT;
+use records::{Channel, Messages};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// The ROS 2 image message types read, by their MCAP schema name.
 const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
 const RAW: &str = "sensor_msgs/msg/Image";
-
-/// Largest MCAP record accepted (a chunk or a message): far above a 4K RGB image, far below
-/// what an inflated length field would make us allocate.
-const RECORD_LIMIT: usize = 256 << 20;
 
 pub fn is_mcap(p: &Path) -> bool {
     p.extension()
@@ -25,71 +23,12 @@ pub fn is_mcap(p: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("mcap"))
 }
 
-/// Bytes asked of the file at a time: the reader's request is a size hint, and a corrupt length
-/// field must not become an allocation of that size.
-const READ_STEP: usize = 64 << 10;
-
-/// The messages of a recording in log order, read in steps of at most [`READ_STEP`].
-pub struct Messages {
-    file: BufReader<File>,
-    reader: mcap::sans_io::MessageReader,
-    done: bool,
-}
-
-impl Iterator for Messages {
-    type Item = mcap::McapResult<mcap::Message<'static>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        use mcap::sans_io::MessageReadEvent;
-        use std::io::Read;
-        if self.done {
-            return None;
-        }
-        while let Some(event) = self.reader.next_event() {
-            match event {
-                Ok(MessageReadEvent::ReadRequest(want)) => {
-                    let buf = self.reader.insert(want.clamp(1, READ_STEP));
-                    let got = loop {
-                        match self.file.read(buf) {
-                            Ok(n) => break n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => {
-                                self.done = true;
-                                return Some(Err(e.into()));
-                            }
-                        }
-                    };
-                    self.reader.notify_read(got);
-                }
-                Ok(MessageReadEvent::Message(m)) => return Some(Ok(m)),
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.done = true;
-        None
-    }
-}
-
 fn open(path: &Path) -> crate::Result<Messages> {
-    let file = File::open(path).map_err(|e| crate::err!("{}: {e}", path.display()))?;
-    let options =
-        mcap::sans_io::LinearReaderOptions::default().with_record_length_limit(RECORD_LIMIT);
-    Ok(Messages {
-        file: BufReader::new(file),
-        reader: mcap::sans_io::MessageReader::new_with_options(options),
-        done: false,
-    })
+    Messages::open(path).map_err(|e| crate::err!("{}: {e}", path.display()))
 }
 
-fn is_image_schema(ch: &mcap::Channel<'_>) -> bool {
-    ch.message_encoding == "cdr"
-        && ch
-            .schema
-            .as_ref()
-            .is_some_and(|s| s.name == COMPRESSED || s.name == RAW)
+fn is_image_schema(ch: &Channel) -> bool {
+    ch.message_encoding == "cdr" && matches!(ch.schema.as_deref(), Some(COMPRESSED | RAW))
 }
 
 /// The image topic to replay and its message count. Without `topic`, the recording must have
@@ -97,23 +36,32 @@ fn is_image_schema(ch: &mcap::Channel<'_>) -> bool {
 pub fn probe(path: &Path, topic: Option<&str>) -> crate::Result<(String, usize)> {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut others: BTreeMap<String, String> = BTreeMap::new();
+    let mut first_error = None;
     for m in open(path)? {
         let m = match m {
             Ok(m) => m,
-            Err(e) if counts.values().sum::<usize>() > 0 => {
-                log::warn!("{}: {e}; replaying the messages before it", path.display());
-                break;
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
             }
-            Err(e) => return Err(crate::err!("{}: {e}", path.display())),
         };
         if is_image_schema(&m.channel) {
             *counts.entry(m.channel.topic.clone()).or_default() += 1;
         } else {
-            let what = m.channel.schema.as_ref().map_or("no schema", |s| &s.name);
+            let what = m.channel.schema.as_deref().unwrap_or("no schema");
             others
                 .entry(m.channel.topic.clone())
                 .or_insert_with(|| format!("{what}, {}", m.channel.message_encoding));
         }
+    }
+    if let Some(e) = first_error {
+        if counts.is_empty() {
+            return Err(crate::err!("{}: {e}", path.display()));
+        }
+        log::warn!(
+            "{}: {e}; replaying the image messages it holds",
+            path.display()
+        );
     }
     let listed = |m: &BTreeMap<String, usize>| m.keys().cloned().collect::<Vec<_>>().join(", ");
     match topic {
@@ -147,12 +95,12 @@ pub fn probe(path: &Path, topic: Option<&str>) -> crate::Result<(String, usize)>
     }
 }
 
-/// The image messages of one topic, decoded in log order.
+/// The image messages of one topic, decoded in log order. Records that do not parse are skipped
+/// here as [`probe`] skips them, so the n-th item is the n-th message it counted.
 pub struct McapFrames {
     path: PathBuf,
     topic: String,
     reader: Messages,
-    broken: Option<String>,
 }
 
 /// One image message: its header stamp (ns since the epoch) and the frame.
@@ -168,7 +116,6 @@ impl McapFrames {
             path: path.to_path_buf(),
             topic: topic.to_string(),
             reader: open(path)?,
-            broken: None,
         })
     }
 }
@@ -177,17 +124,11 @@ impl Iterator for McapFrames {
     type Item = crate::Result<McapImage>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(cause) = &self.broken {
-            return Some(Err(crate::err!("{}: {cause}", self.path.display())));
-        }
         loop {
             match self.reader.next()? {
-                Err(e) => {
-                    self.broken = Some(format!("unreadable from here on: {e}"));
-                    return Some(Err(crate::err!("{}: {e}", self.path.display())));
-                }
+                Err(e) => log::debug!("{}: skipped: {e}", self.path.display()),
                 Ok(m) if m.channel.topic == self.topic && is_image_schema(&m.channel) => {
-                    let schema = m.channel.schema.as_ref().map_or("", |s| s.name.as_str());
+                    let schema = m.channel.schema.as_deref().unwrap_or("");
                     return Some(decode_message(schema, &m.data).map_err(|e| {
                         crate::err!(
                             "{}: {} message {}: {e}",
