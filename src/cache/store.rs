@@ -112,6 +112,14 @@ impl MedialStore {
         self.new_since_training = 0;
     }
 
+    /// How many samples fall in a split.
+    pub fn split_len(&self, which: Split) -> usize {
+        self.samples
+            .iter()
+            .filter(|s| split_of(s.id) == which)
+            .count()
+    }
+
     /// Samples of a split, in id order (deterministic regardless of arrival order).
     pub fn split(&self, which: Split) -> Vec<&Sample> {
         let mut v: Vec<&Sample> = self

@@ -173,13 +173,25 @@ struct Open {
     mcap: Option<(PathBuf, crate::sim::mcap::McapFrames, usize)>,
 }
 
-/// Advance `it` (whose next item is number `*next`) to item `i` and return it.
-fn nth_from<T>(
-    it: &mut impl Iterator<Item = T>,
-    next: &mut usize,
+/// Item `i` of a streamed source held in `slot` (its path, reader, index of its next item):
+/// the reader is (re)opened with `open` when the slot holds another file or has gone past `i`,
+/// then advanced to `i`.
+fn streamed<R: Iterator>(
+    slot: &mut Option<(PathBuf, R, usize)>,
+    p: &Path,
     i: usize,
+    open: impl FnOnce() -> crate::Result<R>,
     missing: impl Fn() -> crate::Error,
-) -> crate::Result<T> {
+) -> crate::Result<R::Item> {
+    if slot
+        .as_ref()
+        .is_none_or(|(sp, _, next)| sp != p || *next > i)
+    {
+        *slot = Some((p.to_path_buf(), open()?, 0));
+    }
+    let (_, it, next) = slot
+        .as_mut()
+        .ok_or_else(|| crate::err!("{}", p.display()))?;
     loop {
         let item = it.next().ok_or_else(&missing)?;
         *next += 1;
@@ -191,31 +203,17 @@ fn nth_from<T>(
 
 /// Decode one frame.
 fn read_one(open: &mut Open, f: &FrameRef) -> crate::Result<crate::frame::RgbFrame> {
+    use crate::sim::{mcap::McapFrames, video::VideoFrames};
     match f {
         FrameRef::File(p) => crate::frame::load_rgb(p),
         FrameRef::Video(p, i) => {
-            let video = &mut open.video;
-            if video
-                .as_ref()
-                .is_none_or(|(vp, _, next)| vp != p || *next > *i)
-            {
-                *video = Some((p.clone(), crate::sim::video::VideoFrames::open(p)?, 0));
-            }
-            let (_, it, next) = video.as_mut().ok_or_else(|| crate::err!("video"))?;
             let missing = || crate::err!("{}: frame {i} missing", p.display());
-            nth_from(it, next, *i, missing)?.1
+            streamed(&mut open.video, p, *i, || VideoFrames::open(p), missing)?.1
         }
         FrameRef::Mcap(p, topic, i) => {
-            let rec = &mut open.mcap;
-            if rec
-                .as_ref()
-                .is_none_or(|(rp, _, next)| rp != p || *next > *i)
-            {
-                *rec = Some((p.clone(), crate::sim::mcap::McapFrames::open(p, topic)?, 0));
-            }
-            let (_, it, next) = rec.as_mut().ok_or_else(|| crate::err!("mcap"))?;
             let missing = || crate::err!("{}: {topic} message {i} missing", p.display());
-            Ok(nth_from(it, next, *i, missing)??.frame)
+            let reader = || McapFrames::open(p, topic);
+            Ok(streamed(&mut open.mcap, p, *i, reader, missing)??.frame)
         }
     }
 }

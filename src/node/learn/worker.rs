@@ -215,7 +215,7 @@ impl<'s> Worker<'s> {
             return None;
         }
         let held_out = held_out_needed(s.tolerance, s.store_capacity);
-        if held_out > 0 && self.store.split(Split::Test).len() < held_out {
+        if held_out > 0 && self.store.split_len(Split::Test) < held_out {
             return None;
         }
         if let Some(t) = self.pending.take() {

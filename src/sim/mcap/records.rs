@@ -45,9 +45,15 @@ pub struct Message {
 pub struct Messages {
     file: BufReader<File>,
     reader: mcap::sans_io::LinearReader,
+    known: Known,
+    done: bool,
+}
+
+/// The schemas and channels seen so far.
+#[derive(Default)]
+struct Known {
     schemas: HashMap<u16, String>,
     channels: HashMap<u16, Arc<Channel>>,
-    done: bool,
 }
 
 impl Messages {
@@ -57,47 +63,16 @@ impl Messages {
         Ok(Self {
             file: BufReader::new(File::open(path)?),
             reader: mcap::sans_io::LinearReader::new_with_options(options),
-            schemas: HashMap::new(),
-            channels: HashMap::new(),
+            known: Known::default(),
             done: false,
         })
     }
+}
 
-    /// The next record's opcode and its body, read from the file as the reader asks.
-    fn next_record(&mut self) -> Option<Result<(u8, Vec<u8>), String>> {
-        use mcap::sans_io::LinearReadEvent;
-        if self.done {
-            return None;
-        }
-        loop {
-            match self.reader.next_event()? {
-                Ok(LinearReadEvent::ReadRequest(want)) => {
-                    let buf = self.reader.insert(want.clamp(1, READ_STEP));
-                    let got = loop {
-                        match self.file.read(buf) {
-                            Ok(n) => break n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            Err(e) => {
-                                self.done = true;
-                                return Some(Err(e.to_string()));
-                            }
-                        }
-                    };
-                    self.reader.notify_read(got);
-                }
-                Ok(LinearReadEvent::Record { data, opcode }) => {
-                    return Some(Ok((opcode, data.to_vec())));
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e.to_string()));
-                }
-            }
-        }
-    }
-
-    /// Take in a schema or channel record; a message record becomes a [`Message`].
-    fn record(&mut self, op: u8, body: &[u8]) -> Result<Option<Message>, String> {
+impl Known {
+    /// Take in a schema or channel record; a message record becomes a [`Message`] (its payload
+    /// the only bytes copied out of the reader's buffer).
+    fn take(&mut self, op: u8, body: &[u8]) -> Result<Option<Message>, String> {
         let mut r = Le(body);
         match op {
             SCHEMA => {
@@ -143,16 +118,39 @@ impl Messages {
 impl Iterator for Messages {
     type Item = Result<Message, String>;
 
+    /// Feed the reader from the file as it asks, until a message (or an error) comes out.
     fn next(&mut self) -> Option<Self::Item> {
+        use mcap::sans_io::LinearReadEvent;
+        if self.done {
+            return None;
+        }
         loop {
-            let (op, body) = match self.next_record()? {
-                Ok(r) => r,
-                Err(e) => return Some(Err(e)),
-            };
-            match self.record(op, &body) {
-                Ok(Some(m)) => return Some(Ok(m)),
-                Ok(None) => continue,
-                Err(e) => return Some(Err(format!("record {op:#04x}: {e}"))),
+            match self.reader.next_event()? {
+                Ok(LinearReadEvent::ReadRequest(want)) => {
+                    let buf = self.reader.insert(want.clamp(1, READ_STEP));
+                    let got = loop {
+                        match self.file.read(buf) {
+                            Ok(n) => break n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => {
+                                self.done = true;
+                                return Some(Err(e.to_string()));
+                            }
+                        }
+                    };
+                    self.reader.notify_read(got);
+                }
+                Ok(LinearReadEvent::Record { data, opcode }) => {
+                    match self.known.take(opcode, data) {
+                        Ok(Some(m)) => return Some(Ok(m)),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(format!("record {opcode:#04x}: {e}"))),
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e.to_string()));
+                }
             }
         }
     }
