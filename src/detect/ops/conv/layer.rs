@@ -42,6 +42,9 @@ pub struct Conv2d {
     /// Depthwise layers with weights off the CPU: per tap `(i, j)`, row `i * kw + j` holds the
     /// channels' weights, `[kh * kw, channels]` on the weights' device.
     pub(super) dw_taps: Option<Tensor>,
+    /// The vector instruction set of this layer's kernel path on the CPU (None on the fallback
+    /// path and off the CPU); depthwise layers use it directly, dense ones through `packed`.
+    pub(super) isa: Option<Isa>,
 }
 
 impl Conv2d {
@@ -106,7 +109,8 @@ impl Conv2d {
         let on_cpu = weight.device().is_cpu();
         // Dense CPU layers on a path of ours get packed weights, which carry the proof that the
         // CPU runs their kernels; everything else takes the GEMM or depthwise kernels.
-        let isa = Isa::for_kernels(kernels).filter(|_| spec.groups == 1 && on_cpu);
+        let vector = Isa::for_kernels(kernels).filter(|_| on_cpu);
+        let isa = vector.filter(|_| spec.groups == 1);
         let winograd = isa.filter(|_| winograd::applies(&spec)).map(|isa| {
             std::sync::Arc::new(WinogradWeights::new(
                 isa,
@@ -137,6 +141,7 @@ impl Conv2d {
             packed,
             winograd,
             dw_taps,
+            isa: vector,
         })
     }
 
@@ -241,6 +246,7 @@ impl Conv2d {
                     act: s.activation,
                     residual,
                 },
+                self.isa,
             );
         } else {
             for (i, (xi, oi)) in x

@@ -113,6 +113,23 @@ fn engine_paths_at_wider_shapes() {
             70,
         ),
         (ConvSpec::new(96, 130, 1).stride(2), 21, 33),
+        // SSDLite's depthwise layers (the padded, phase-split 3x3 kernel): 150x150 at stride 2
+        // with TF padding, and a stride-1 map wider than a few vectors with a partial last one.
+        (
+            ConvSpec::depthwise(24, 3)
+                .stride(2)
+                .padding(Padding::TfSame)
+                .activation(Activation::Relu6),
+            150,
+            150,
+        ),
+        (
+            ConvSpec::depthwise(20, 3)
+                .padding(Padding::symmetric(1))
+                .activation(Activation::Relu6),
+            19,
+            75,
+        ),
     ] {
         check(spec, 1, h, w, 11);
     }
