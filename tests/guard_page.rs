@@ -279,6 +279,12 @@ fn grouped_and_depthwise_convs_stay_inside_their_buffers() {
             .stride(2)
             .padding(Padding::TfSame),
         ConvSpec::depthwise(12, 3).padding(Padding::symmetric(1)),
+        ConvSpec::depthwise(12, 3)
+            .stride(2)
+            .padding(Padding::symmetric(1)),
+        ConvSpec::depthwise(12, 3)
+            .stride(2)
+            .padding(Padding::symmetric(2)),
         ConvSpec::depthwise(8, 5)
             .dilation(2)
             .padding(Padding::symmetric(4)),

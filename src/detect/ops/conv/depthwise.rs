@@ -1,12 +1,12 @@
 //! Depthwise convolutions (one filter per channel) on the CPU.
 //!
 //! 3x3 layers at stride 1 or 2 without dilation (every depthwise layer of MobileNetV2/SSDLite)
-//! take [`plane_3x3`]: the plane is first copied into a zero-padded scratch buffer split by
-//! column phase (`stride` planes, so column `S*k + r` of the padded row is element `k` of phase
-//! `r`), after which every tap of every output row is a contiguous slice and one pass per row
-//! computes all nine taps with no bounds or border tests, vectorised for the process's kernel
-//! path (AVX-512 or AVX2 through `#[target_feature]` copies of the same code). Other shapes take
-//! the general row-wise kernel.
+//! take [`plane_3x3`]: the plane is first copied into a zero-padded scratch buffer split into
+//! `stride x stride` phases (see [`Padded`]), after which every tap is one contiguous run at a
+//! fixed offset from the output's flat index, so the whole plane is a single loop with no
+//! bounds or border tests, vectorised for the process's kernel path (AVX-512 or AVX2 through
+//! `#[target_feature]` copies of the same code) even on 10x10 or 5x5 maps where a per-row loop
+//! would be all tail. Other shapes take the general row-wise kernel.
 
 use super::isa::Isa;
 use super::spec::{valid_range, Activation, ConvSpec, Epilogue, Geometry};
@@ -28,7 +28,14 @@ pub(crate) fn depthwise(
     let c = s.in_channels;
     let in_plane = g.h * g.w;
     let out_plane = g.oh * g.ow;
-    if s.kernel == (3, 3) && s.dilation == 1 && (s.stride == 1 || s.stride == 2) {
+    let fast = s.kernel == (3, 3)
+        && s.dilation == 1
+        && (s.stride == 1 || s.stride == 2)
+        && g.h > 0
+        && g.w > 0
+        && g.top <= 2
+        && g.left <= 2;
+    if fast {
         let shape = Padded::new(s.stride, g);
         out.par_chunks_mut(out_plane).enumerate().for_each_init(
             || vec![0f32; shape.len()],
@@ -38,12 +45,12 @@ pub(crate) fn depthwise(
                 filt.copy_from_slice(&wt[ch * 9..(ch + 1) * 9]);
                 let plane = Plane {
                     src: &x[p * in_plane..(p + 1) * in_plane],
+                    geometry: g,
                     filt,
                     bias: b[ch],
                     residual: epi.residual.map(|r| &r[p * out_plane..(p + 1) * out_plane]),
                     act: epi.act,
                 };
-                shape.fill(plane.src, g, scratch);
                 match isa {
                     // SAFETY: an `Isa` value is the proof that this CPU runs its instruction set.
                     Some(Isa::Avx512(_)) => unsafe { plane_avx512(&shape, &plane, scratch, dst) },
@@ -60,11 +67,15 @@ pub(crate) fn depthwise(
 }
 
 /// The zero-padded, phase-split layout of one input plane for a 3x3 kernel at stride `S`:
-/// `S` phases of `hp` rows by `wq` columns; padded pixel `(y, S*k + r)` is phase `r`, row `y`,
-/// column `k`. Padded coordinates start `top` rows above and `left` columns left of the input.
+/// `S*S` phases of `hq` rows by `wq` columns; padded pixel `(S*yq + ry, S*xq + rx)` is phase
+/// `(ry, rx)`, row `yq`, column `xq`. Padded coordinates start `top` rows above and `left`
+/// columns left of the input. Output pixel `(oy, ox)` at flat index `q = oy * wq + ox` then
+/// reads tap `(i, j)` at phase `(i % S, j % S)`, flat index `q + (i / S) * wq + j / S`: a fixed
+/// offset per tap, so a whole plane is one run over `q` (the `wq - ow` columns past each output
+/// row are computed and dropped; `wq` is `ow + 2` at stride 1 and `ow + 1` at stride 2).
 struct Padded {
     stride: usize,
-    hp: usize,
+    hq: usize,
     wq: usize,
     oh: usize,
     ow: usize,
@@ -72,48 +83,31 @@ struct Padded {
 
 impl Padded {
     fn new(stride: usize, g: &Geometry) -> Self {
-        // Output pixel (oy, ox) reads padded rows S*oy..S*oy+3 and columns S*ox..S*ox+3.
-        let hp = stride * (g.oh.max(1) - 1) + 3;
-        let wp = stride * (g.ow.max(1) - 1) + 3;
+        let reach = 2 / stride; // how far past an output row/column the taps reach, per phase
         Self {
             stride,
-            hp,
-            wq: wp.div_ceil(stride),
+            hq: g.oh + reach,
+            wq: g.ow + reach,
             oh: g.oh,
             ow: g.ow,
         }
     }
 
-    fn len(&self) -> usize {
-        self.stride * self.hp * self.wq
+    fn phase_len(&self) -> usize {
+        self.hq * self.wq
     }
 
-    /// Copy `src` (`g.h x g.w`) into `buf` in this layout, zeros outside the input.
-    fn fill(&self, src: &[f32], g: &Geometry, buf: &mut [f32]) {
-        let (s, wq) = (self.stride, self.wq);
-        let phase_len = self.hp * wq;
-        for r in 0..s {
-            let phase = &mut buf[r * phase_len..(r + 1) * phase_len];
-            // Columns k whose input column S*k + r - left lies in [0, w).
-            let (lo, hi) = valid_range(r as isize - g.left as isize, s, g.w, wq);
-            for (yp, row) in phase.chunks_exact_mut(wq).enumerate() {
-                let y = yp as isize - g.top as isize;
-                if y < 0 || y >= g.h as isize || lo >= hi {
-                    row.fill(0.0);
-                    continue;
-                }
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let srow = &src[y as usize * g.w..(y as usize + 1) * g.w];
-                let first = s * lo + r - g.left;
-                if s == 1 {
-                    row[lo..hi].copy_from_slice(&srow[first..first + (hi - lo)]);
-                } else {
-                    for (d, v) in row[lo..hi].iter_mut().zip(srow[first..].iter().step_by(s)) {
-                        *d = *v;
-                    }
-                }
-            }
+    /// Scratch floats per plane: the phases, then the flat output run.
+    fn len(&self) -> usize {
+        self.stride * self.stride * self.phase_len() + self.run_len()
+    }
+
+    /// Flat outputs computed per plane: up to the last output row's last real column.
+    fn run_len(&self) -> usize {
+        if self.oh == 0 || self.ow == 0 {
+            0
+        } else {
+            (self.oh - 1) * self.wq + self.ow
         }
     }
 }
@@ -121,6 +115,7 @@ impl Padded {
 /// One plane's inputs to the 3x3 kernel.
 struct Plane<'a> {
     src: &'a [f32],
+    geometry: &'a Geometry,
     filt: [f32; 9],
     bias: f32,
     residual: Option<&'a [f32]>,
@@ -128,55 +123,112 @@ struct Plane<'a> {
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(shape: &Padded, plane: &Plane, buf: &[f32], dst: &mut [f32]) {
+unsafe fn plane_avx512(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
     plane_3x3(shape, plane, buf, dst)
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(shape: &Padded, plane: &Plane, buf: &[f32], dst: &mut [f32]) {
+unsafe fn plane_avx2(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
     plane_3x3(shape, plane, buf, dst)
 }
 
-/// All output rows of one plane from its padded copy `buf`: tap `(i, j)` of output row `oy` is
-/// phase `j % S`, row `S*oy + i`, columns `j / S ..` — a contiguous run of `ow` values. Inlined
-/// into the `#[target_feature]` copies above so the loop is compiled for their vector width.
+/// One plane: copy it into the phase layout, run the nine taps over the flat output index, and
+/// store the real columns with residual and activation. Inlined into the `#[target_feature]`
+/// copies above so every loop is compiled for their vector width.
 #[inline(always)]
-fn plane_3x3(shape: &Padded, plane: &Plane, buf: &[f32], dst: &mut [f32]) {
+fn plane_3x3(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
     let (s, wq, ow) = (shape.stride, shape.wq, shape.ow);
-    let phase_len = shape.hp * wq;
+    let phase_len = shape.phase_len();
+    let (phases, run) = buf.split_at_mut(s * s * phase_len);
+    fill_phases(shape, plane.src, plane.geometry, phases);
+    let n = shape.run_len();
+    let run = &mut run[..n];
+    let phases = &*phases;
+    let tap = |i: usize, j: usize| {
+        let start = ((i % s) * s + j % s) * phase_len + (i / s) * wq + j / s;
+        &phases[start..start + n]
+    };
+    let t = [
+        tap(0, 0),
+        tap(0, 1),
+        tap(0, 2),
+        tap(1, 0),
+        tap(1, 1),
+        tap(1, 2),
+        tap(2, 0),
+        tap(2, 1),
+        tap(2, 2),
+    ];
     let w = &plane.filt;
-    for (oy, drow) in dst.chunks_exact_mut(ow).enumerate().take(shape.oh) {
-        let tap = |i: usize, j: usize| {
-            let start = (j % s) * phase_len + (s * oy + i) * wq + j / s;
-            &buf[start..start + ow]
-        };
-        let n = drow.len();
-        let t = [
-            tap(0, 0),
-            tap(0, 1),
-            tap(0, 2),
-            tap(1, 0),
-            tap(1, 1),
-            tap(1, 2),
-            tap(2, 0),
-            tap(2, 1),
-            tap(2, 2),
-        ]
-        .map(|v| &v[..n]);
-        for (x, d) in drow.iter_mut().enumerate() {
-            // Bias first, then the taps in (i, j) order, as the general kernel sums them.
-            let mut a = plane.bias;
-            for k in 0..9 {
-                a += w[k] * t[k][x];
-            }
-            *d = a;
+    for (q, d) in run.iter_mut().enumerate() {
+        // Bias first, then the taps in (i, j) order, as the general kernel sums them.
+        let mut a = plane.bias;
+        for k in 0..9 {
+            a += w[k] * t[k][q];
         }
+        *d = a;
+    }
+    for (oy, drow) in dst.chunks_exact_mut(ow).enumerate().take(shape.oh) {
+        drow.copy_from_slice(&run[oy * wq..oy * wq + ow]);
         if let Some(res) = plane.residual {
             for (d, v) in drow.iter_mut().zip(&res[oy * ow..(oy + 1) * ow]) {
                 *d += v;
             }
         }
         plane.act.apply(drow);
+    }
+}
+
+/// Copy `src` (`g.h x g.w`) into the phase layout, zeros outside the input.
+#[inline(always)]
+fn fill_phases(shape: &Padded, src: &[f32], g: &Geometry, phases: &mut [f32]) {
+    let (s, wq) = (shape.stride, shape.wq);
+    let phase_len = shape.phase_len();
+    phases.fill(0.0);
+    for (y, srow) in src.chunks_exact(g.w).enumerate() {
+        let yp = y + g.top;
+        let (yq, ry) = (yp / s, yp % s);
+        if yq >= shape.hq {
+            break; // rows below the last one any output reads
+        }
+        let row = |rx: usize| (ry * s + rx) * phase_len + yq * wq;
+        if s == 1 {
+            // Padded column x + left; columns the outputs never read are cut off.
+            let start = row(0) + g.left;
+            let len = g.w.min(wq.saturating_sub(g.left));
+            phases[start..start + len].copy_from_slice(&srow[..len]);
+            continue;
+        }
+        // Stride 2: input column x goes to phase (x + left) % 2, column (x + left) / 2.
+        let (a, b) = (row(g.left % 2), row(1 - g.left % 2));
+        let (first_a, first_b) = (g.left / 2, g.left.div_ceil(2));
+        let pairs = (g.w / 2)
+            .min(wq.saturating_sub(first_a))
+            .min(wq.saturating_sub(first_b));
+        let (lo, hi) = if a < b {
+            let (lo, hi) = phases.split_at_mut(b);
+            (
+                &mut lo[a + first_a..a + first_a + pairs],
+                &mut hi[first_b..first_b + pairs],
+            )
+        } else {
+            let (lo, hi) = phases.split_at_mut(a);
+            (
+                &mut hi[first_a..first_a + pairs],
+                &mut lo[b + first_b..b + first_b + pairs],
+            )
+        };
+        for ((pa, pb), pair) in lo.iter_mut().zip(hi.iter_mut()).zip(srow.chunks_exact(2)) {
+            *pa = pair[0];
+            *pb = pair[1];
+        }
+        // The last column of an odd-width row, and any pair cut short above.
+        for (x, &v) in srow.iter().enumerate().skip(2 * pairs) {
+            let xp = x + g.left;
+            if xp / 2 < wq {
+                phases[row(xp % 2) + xp / 2] = v;
+            }
+        }
     }
 }
 
