@@ -78,7 +78,13 @@ pub fn replay(
     // Ground truth first, off the timed path; defective label maps travel with their frames.
     let truth = index_ground_truth(&frames, sc.gt_min_pixels);
     let total = frames.len();
+    // Warm the detector on the first frame, off the clock; a frame that does not read is left
+    // to the source, which reports it as a bad frame.
+    if let Some((_, Ok(first))) = crate::sim::source::read_frames(&frames[..1]).next() {
+        perception.warm_up(&first)?;
+    }
     let sequence = SequenceSource::new(frames, truth.clone());
+    let decode_times = sequence.decode_times();
     let source: Box<dyn FrameSource<Payload = RgbFrame>> = match sc.rate() {
         Some(fps) => Box::new(Paced::new(sequence, fps)?),
         None => Box::new(sequence),
@@ -117,6 +123,10 @@ pub fn replay(
         Err(e) => (None, None, Some(e)),
     };
     let decisions = decisions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let decode_ms = decode_times
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let report = ReplayReport::new(
         &run,
         ReportInputs {
@@ -129,6 +139,7 @@ pub fn replay(
             retrain,
             learn,
             late_failure: late.as_ref(),
+            decode_ms: &decode_ms,
         },
     );
     let failure = match run.ending {

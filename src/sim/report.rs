@@ -34,6 +34,9 @@ pub struct StageLatency {
     pub perception_exits_only_ms: Percentiles,
     /// Perception on frames where the full detector ran on at least one unit.
     pub perception_with_full_ms: Percentiles,
+    /// The source reading and decoding each good frame (on its own thread, sharing the cores
+    /// with perception).
+    pub source_decode_ms: Percentiles,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -151,6 +154,8 @@ pub struct ReportInputs<'a> {
     pub learn: Option<LearnStats>,
     /// A failure after the run (stopping perception), when the run itself did not fail.
     pub late_failure: Option<&'a crate::Error>,
+    /// The source's per-frame decode times.
+    pub decode_ms: &'a [f64],
 }
 
 impl ReplayReport {
@@ -226,6 +231,7 @@ impl ReplayReport {
                 perception_ms: Percentiles::of(run.records.iter().map(|r| r.perceive_ms).collect()),
                 perception_exits_only_ms: perceive_where(&run.records, |o| o.full_units == 0),
                 perception_with_full_ms: perceive_where(&run.records, |o| o.full_units > 0),
+                source_decode_ms: Percentiles::of(x.decode_ms.to_vec()),
             },
             time_to_alert_ms: Percentiles::of(reactions),
             brake_frames: x.decisions.values().filter(|d| d.brake).count(),

@@ -239,7 +239,12 @@ pub struct SequenceSource {
     next: usize,
     open: Open,
     size: Option<(usize, usize)>,
+    decode_ms: DecodeTimes,
 }
+
+/// Milliseconds the source spent reading and decoding each good frame, in source order; shared
+/// with whoever reports on the run (the source itself moves into the node's thread).
+pub type DecodeTimes = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
 
 impl SequenceSource {
     pub fn new(frames: Vec<FrameRef>, truth: Vec<FrameTruth>) -> Self {
@@ -249,7 +254,13 @@ impl SequenceSource {
             next: 0,
             open: Open::default(),
             size: None,
+            decode_ms: DecodeTimes::default(),
         }
+    }
+
+    /// The per-frame decode times this source records as it runs.
+    pub fn decode_times(&self) -> DecodeTimes {
+        self.decode_ms.clone()
     }
 }
 
@@ -267,7 +278,16 @@ impl FrameSource for SequenceSource {
         self.next += 1;
         let capture = ctx.now();
         let path = fref.name();
-        Ok(Some(match read_one(&mut self.open, fref) {
+        let started = std::time::Instant::now();
+        let read = read_one(&mut self.open, fref);
+        if read.is_ok() {
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            self.decode_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(ms);
+        }
+        Ok(Some(match read {
             Err(e) => {
                 let cause = e.one_line();
                 // The decoder's message starts with the path; the alert carries it apart.
