@@ -86,7 +86,8 @@ pub fn load_rgb(path: &Path) -> crate::Result<RgbFrame> {
 /// Decode an in-memory PNG or JPEG into RGB.
 pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbFrame> {
     let img = decode_checked(bytes)?;
-    let rgb = img.to_rgb8();
+    // `into_`: an 8-bit RGB decode (every JPEG and RGB PNG) moves its buffer, no full-size copy.
+    let rgb = img.into_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     RgbFrame::new(w, h, rgb.into_raw())
 }
@@ -95,7 +96,7 @@ pub fn decode_rgb(bytes: &[u8]) -> crate::Result<RgbFrame> {
 /// [`decode_rgb`]; returns `(width, height, values)`.
 pub fn decode_luma(bytes: &[u8]) -> crate::Result<(usize, usize, Vec<u8>)> {
     let img = decode_checked(bytes)?;
-    let gray = img.to_luma8();
+    let gray = img.into_luma8();
     let (w, h) = (gray.width() as usize, gray.height() as usize);
     Ok((w, h, gray.into_raw()))
 }
