@@ -159,14 +159,16 @@ fn plane_3x3(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
         tap(2, 1),
         tap(2, 2),
     ];
-    let w = &plane.filt;
-    for (q, d) in run.iter_mut().enumerate() {
-        // Bias first, then the taps in (i, j) order, as the general kernel sums them.
-        let mut a = plane.bias;
-        for k in 0..9 {
-            a += w[k] * t[k][q];
-        }
-        *d = a;
+    // Without a residual the activation is applied in the same pass (every depthwise layer of
+    // MobileNetV2); with one it has to follow the add.
+    let act = match plane.residual {
+        None => plane.act,
+        Some(_) => Activation::None,
+    };
+    match act {
+        Activation::None => taps_3x3(run, &t, &plane.filt, plane.bias, |a| a),
+        Activation::Relu => taps_3x3(run, &t, &plane.filt, plane.bias, |a| a.max(0.0)),
+        Activation::Relu6 => taps_3x3(run, &t, &plane.filt, plane.bias, |a| a.clamp(0.0, 6.0)),
     }
     for (oy, drow) in dst.chunks_exact_mut(ow).enumerate().take(shape.oh) {
         drow.copy_from_slice(&run[oy * wq..oy * wq + ow]);
@@ -174,8 +176,21 @@ fn plane_3x3(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
             for (d, v) in drow.iter_mut().zip(&res[oy * ow..(oy + 1) * ow]) {
                 *d += v;
             }
+            plane.act.apply(drow);
         }
-        plane.act.apply(drow);
+    }
+}
+
+/// `run[q] = act(bias + sum_k w[k] * t[k][q])`, bias first and the taps in (i, j) order as the
+/// general kernel sums them.
+#[inline(always)]
+fn taps_3x3(run: &mut [f32], t: &[&[f32]; 9], w: &[f32; 9], bias: f32, act: impl Fn(f32) -> f32) {
+    for (q, d) in run.iter_mut().enumerate() {
+        let mut a = bias;
+        for k in 0..9 {
+            a += w[k] * t[k][q];
+        }
+        *d = act(a);
     }
 }
 
@@ -184,19 +199,29 @@ fn plane_3x3(shape: &Padded, plane: &Plane, buf: &mut [f32], dst: &mut [f32]) {
 fn fill_phases(shape: &Padded, src: &[f32], g: &Geometry, phases: &mut [f32]) {
     let (s, wq) = (shape.stride, shape.wq);
     let phase_len = shape.phase_len();
-    phases.fill(0.0);
-    for (y, srow) in src.chunks_exact(g.w).enumerate() {
-        let yp = y + g.top;
+    // Padded rows S*yq + ry for every phase row; only pad rows and pad columns are zeroed, so
+    // each scratch value is written once per plane.
+    for yp in 0..s * shape.hq {
         let (yq, ry) = (yp / s, yp % s);
-        if yq >= shape.hq {
-            break; // rows below the last one any output reads
-        }
         let row = |rx: usize| (ry * s + rx) * phase_len + yq * wq;
+        let Some(srow) = yp
+            .checked_sub(g.top)
+            .filter(|&y| y < g.h)
+            .map(|y| &src[y * g.w..(y + 1) * g.w])
+        else {
+            for rx in 0..s {
+                phases[row(rx)..row(rx) + wq].fill(0.0);
+            }
+            continue;
+        };
         if s == 1 {
             // Padded column x + left; columns the outputs never read are cut off.
-            let start = row(0) + g.left;
+            let prow = &mut phases[row(0)..row(0) + wq];
             let len = g.w.min(wq.saturating_sub(g.left));
-            phases[start..start + len].copy_from_slice(&srow[..len]);
+            let end = (g.left + len).min(wq);
+            prow[..g.left.min(wq)].fill(0.0);
+            prow[g.left.min(wq)..end].copy_from_slice(&srow[..end - g.left.min(wq)]);
+            prow[end..].fill(0.0);
             continue;
         }
         // Stride 2: input column x goes to phase (x + left) % 2, column (x + left) / 2.
@@ -205,6 +230,11 @@ fn fill_phases(shape: &Padded, src: &[f32], g: &Geometry, phases: &mut [f32]) {
         let pairs = (g.w / 2)
             .min(wq.saturating_sub(first_a))
             .min(wq.saturating_sub(first_b));
+        for (start, first) in [(a, first_a), (b, first_b)] {
+            let prow = &mut phases[start..start + wq];
+            prow[..first.min(wq)].fill(0.0);
+            prow[(first + pairs).min(wq)..].fill(0.0);
+        }
         let (lo, hi) = if a < b {
             let (lo, hi) = phases.split_at_mut(b);
             (
