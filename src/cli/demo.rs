@@ -40,6 +40,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         retrain: false,
         report: a.report.clone(),
         alerts: Some(a.alerts.clone()),
+        publish: None,
+        node_name: "pedcache".into(),
+        publish_wait_ms: 0,
     };
     let hint = "scripts/demo.sh fetches the model and makes the demo sequence";
     let cfg = scenario(&replay_args)
@@ -63,7 +66,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         crate::runtime::threads(),
     );
     // The hint is for a replay that could not start (a missing model or calibration).
-    let r = replay_to_files(&cfg, &a.report, Some(&a.alerts)).map_err(|e| {
+    let r = replay_to_files(&cfg, &a.report, Some(&a.alerts), Vec::new()).map_err(|e| {
         let e = crate::error::one_line(&e);
         match cfg.calib {
             Some(_) => anyhow::anyhow!("{e} (or run with --no-cache)"),

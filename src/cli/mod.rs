@@ -7,6 +7,8 @@ pub mod convert;
 pub mod demo;
 pub mod detect;
 pub mod evaluate;
+#[cfg(feature = "zenoh")]
+pub mod listen;
 pub mod overlay;
 pub mod replay;
 
@@ -44,6 +46,10 @@ pub enum Command {
     /// Benchmarks of the compute engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Receive a node's alerts over Zenoh (`replay --publish zenoh=ENDPOINT`), as a planner in
+    /// another process would.
+    #[cfg(feature = "zenoh")]
+    Listen(listen::ListenArgs),
     /// Decode an image with the project's own decoder and write it as PNG (for reference scripts,
     /// so that both sides of a parity test see identical pixels).
     Decode {
@@ -92,6 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Calibrate(a) => calibrate::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Replay(a) => replay::run(a),
+        #[cfg(feature = "zenoh")]
+        Command::Listen(a) => listen::run(a),
         Command::Decode { input, png } => {
             let f = crate::frame::load_rgb(&input)?;
             crate::frame::write_png(&png, &f)?;

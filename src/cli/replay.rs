@@ -93,6 +93,38 @@ pub struct ReplayArgs {
     /// Every alert, one JSON object a line.
     #[arg(long)]
     pub alerts: Option<PathBuf>,
+    /// Publish every alert to other processes: `zenoh=ENDPOINT` (e.g. `zenoh=tcp/127.0.0.1:7447`;
+    /// the node listens there, peer mode, no multicast scouting) on key `pedcache/<node>/alerts`.
+    #[arg(long, value_name = "zenoh=ENDPOINT")]
+    pub publish: Option<String>,
+    /// The node's name in the published key.
+    #[arg(long = "node", default_value = "pedcache")]
+    pub node_name: String,
+    /// With --publish: wait up to this many ms for a subscriber before the camera starts.
+    #[arg(long, default_value_t = 0)]
+    pub publish_wait_ms: u64,
+}
+
+/// The planners `--publish` asks for (opened before the model loads, so a listener has time to
+/// connect before the first alert).
+pub fn publishers(a: &ReplayArgs) -> anyhow::Result<Vec<Box<dyn crate::node::planner::Planner>>> {
+    let Some(spec) = &a.publish else {
+        return Ok(Vec::new());
+    };
+    let Some(endpoint) = spec.strip_prefix("zenoh=") else {
+        anyhow::bail!("--publish {spec:?}: expected zenoh=ENDPOINT, e.g. zenoh=tcp/127.0.0.1:7447");
+    };
+    #[cfg(feature = "zenoh")]
+    {
+        let wait = std::time::Duration::from_millis(a.publish_wait_ms);
+        let p = crate::node::zenoh::ZenohPublisher::open(endpoint, &a.node_name, wait)?;
+        Ok(vec![Box::new(p)])
+    }
+    #[cfg(not(feature = "zenoh"))]
+    {
+        let _ = endpoint;
+        anyhow::bail!("--publish zenoh=...: this pedcache was built without the zenoh feature")
+    }
 }
 
 /// The file's scenario (or defaults), with the flags applied, validated.
@@ -170,7 +202,8 @@ pub fn scenario(a: &ReplayArgs) -> anyhow::Result<Scenario> {
 
 pub fn run(a: ReplayArgs) -> anyhow::Result<i32> {
     let sc = scenario(&a)?;
-    let r = replay_to_files(&sc, &a.report, a.alerts.as_deref())?;
+    let planners = publishers(&a)?;
+    let r = replay_to_files(&sc, &a.report, a.alerts.as_deref(), planners)?;
     finish(r, &a.report, a.alerts.as_deref())
 }
 
@@ -199,6 +232,7 @@ pub fn replay_to_files(
     sc: &Scenario,
     report_path: &Path,
     alerts_path: Option<&Path>,
+    planners: Vec<Box<dyn crate::node::planner::Planner>>,
 ) -> anyhow::Result<Replayed> {
     let stop = crate::cli::stop_on_signals();
     let alerts: Option<Box<dyn std::io::Write + Send>> = match alerts_path {
@@ -213,7 +247,7 @@ pub fn replay_to_files(
         }
         None => None,
     };
-    let r = crate::sim::replay::replay(sc, alerts, &stop)?;
+    let r = crate::sim::replay::replay_with(sc, alerts, planners, &stop)?;
     write_json_atomic(report_path, &r.report)?;
     let svg = timeline_path(report_path);
     let title = format!(

@@ -96,6 +96,8 @@ pub mod source;
 mod stages;
 mod supervise;
 pub mod task;
+#[cfg(feature = "zenoh")]
+pub mod zenoh;
 
 pub use alert::{Alert, Envelope, HitPolicy};
 pub use clock::{Clock, ManualClock, StopFlag, SystemClock};

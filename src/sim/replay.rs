@@ -47,6 +47,16 @@ pub fn replay(
     alerts: Option<Box<dyn Write + Send>>,
     stop: &StopFlag,
 ) -> crate::Result<Replayed> {
+    replay_with(sc, alerts, Vec::new(), stop)
+}
+
+/// [`replay`] with more planners on the alert bus (e.g. a Zenoh publisher).
+pub fn replay_with(
+    sc: &Scenario,
+    alerts: Option<Box<dyn Write + Send>>,
+    planners: Vec<Box<dyn crate::node::planner::Planner>>,
+    stop: &StopFlag,
+) -> crate::Result<Replayed> {
     let node_cfg = sc.node();
     let device = crate::runtime::device(&sc.device)?;
     // Learning starts from the learn dir's latest version when it has one.
@@ -102,6 +112,9 @@ pub fn replay(
         .planner(planner);
     if let Some(out) = alerts {
         node = node.planner(AlertRecorder::new(out));
+    }
+    for p in planners {
+        node = node.boxed_planner(p);
     }
     log::debug!("replay: node running over {total} frames");
     let run = node.run(
