@@ -42,7 +42,7 @@ pub enum Command {
     /// Run the cache-enabled and the full detector side by side on frames.
     Evaluate(evaluate::EvaluateArgs),
     /// Replay sequences through the real-time node against a per-frame deadline.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Benchmarks of the compute engine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Evaluate(a) => evaluate::run(a),
-        Command::Replay(a) => replay::run(a),
+        Command::Replay(a) => replay::run(*a),
         #[cfg(feature = "zenoh")]
         Command::Listen(a) => listen::run(a),
         Command::Decode { input, png } => {
