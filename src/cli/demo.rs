@@ -41,6 +41,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         report: a.report.clone(),
         alerts: Some(a.alerts.clone()),
         publish: None,
+        record: None,
         node_name: "pedcache".into(),
         publish_wait_ms: 0,
     };

@@ -100,16 +100,24 @@ pub struct ReplayArgs {
     /// The node's name in the published key.
     #[arg(long = "node", default_value = "pedcache")]
     pub node_name: String,
+    /// Record every alert (and its latency) into an MCAP file: topics `/pedcache/alerts` and
+    /// `/pedcache/latency`, JSON.
+    #[arg(long, value_name = "OUT.mcap")]
+    pub record: Option<PathBuf>,
     /// With --publish: wait up to this many ms for a subscriber before the camera starts.
     #[arg(long, default_value_t = 0)]
     pub publish_wait_ms: u64,
 }
 
-/// The planners `--publish` asks for (opened before the model loads, so a listener has time to
+/// The planners `--record` and `--publish` ask for (opened before the model loads, so a listener has time to
 /// connect before the first alert).
 pub fn publishers(a: &ReplayArgs) -> anyhow::Result<Vec<Box<dyn crate::node::planner::Planner>>> {
+    let mut planners: Vec<Box<dyn crate::node::planner::Planner>> = Vec::new();
+    if let Some(p) = &a.record {
+        planners.push(Box::new(crate::node::record::McapRecorder::create(p)?));
+    }
     let Some(spec) = &a.publish else {
-        return Ok(Vec::new());
+        return Ok(planners);
     };
     let Some(endpoint) = spec.strip_prefix("zenoh=") else {
         anyhow::bail!("--publish {spec:?}: expected zenoh=ENDPOINT, e.g. zenoh=tcp/127.0.0.1:7447");
@@ -118,11 +126,12 @@ pub fn publishers(a: &ReplayArgs) -> anyhow::Result<Vec<Box<dyn crate::node::pla
     {
         let wait = std::time::Duration::from_millis(a.publish_wait_ms);
         let p = crate::node::zenoh::ZenohPublisher::open(endpoint, &a.node_name, wait)?;
-        Ok(vec![Box::new(p)])
+        planners.push(Box::new(p));
+        Ok(planners)
     }
     #[cfg(not(feature = "zenoh"))]
     {
-        let _ = endpoint;
+        let _ = (endpoint, planners);
         anyhow::bail!("--publish zenoh=...: this pedcache was built without the zenoh feature")
     }
 }

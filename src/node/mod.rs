@@ -91,6 +91,7 @@ pub mod perception;
 pub mod pipeline;
 pub mod planner;
 pub mod queue;
+pub mod record;
 pub mod retrain;
 pub mod source;
 mod stages;
