@@ -55,11 +55,7 @@ fn the_recording_holds_every_alert_in_order() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let sent: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let sent = common::read_jsonl(&alerts);
     assert!(sent.iter().any(|a| a["type"] == "BadFrame"), "{sent:?}");
 
     let data = std::fs::read(&rec).unwrap();

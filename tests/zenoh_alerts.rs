@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,6 @@ fn tmpdir(name: &str) -> PathBuf {
 fn endpoint() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("tcp/127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
-fn lines(p: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -100,8 +92,8 @@ fn every_alert_of_a_replay_reaches_a_listener_in_another_process_in_order() {
     std::io::Read::read_to_string(listener.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "listener: {err}");
 
-    let sent = lines(&alerts);
-    let got = lines(&received);
+    let sent = common::read_jsonl(&alerts);
+    let got = common::read_jsonl(&received);
     assert!(
         sent.len() >= 150,
         "one alert per frame at least: {}",

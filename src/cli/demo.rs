@@ -42,6 +42,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<i32> {
         alerts: Some(a.alerts.clone()),
         publish: None,
         record: None,
+        foxglove: None,
         node_name: "pedcache".into(),
         publish_wait_ms: 0,
     };

@@ -104,6 +104,10 @@ pub struct ReplayArgs {
     /// `/pedcache/latency`, JSON.
     #[arg(long, value_name = "OUT.mcap")]
     pub record: Option<PathBuf>,
+    /// Serve the run live to the Foxglove app over its WebSocket protocol (alerts, latency,
+    /// image annotations), on HOST:PORT (default 127.0.0.1:8765).
+    #[arg(long, value_name = "HOST:PORT", num_args = 0..=1, default_missing_value = "127.0.0.1:8765")]
+    pub foxglove: Option<String>,
     /// With --publish: wait up to this many ms for a subscriber before the camera starts.
     #[arg(long, default_value_t = 0)]
     pub publish_wait_ms: u64,
@@ -115,6 +119,16 @@ pub fn publishers(a: &ReplayArgs) -> anyhow::Result<Vec<Box<dyn crate::node::pla
     let mut planners: Vec<Box<dyn crate::node::planner::Planner>> = Vec::new();
     if let Some(p) = &a.record {
         planners.push(Box::new(crate::node::record::McapRecorder::create(p)?));
+    }
+    if let Some(addr) = &a.foxglove {
+        #[cfg(feature = "foxglove")]
+        {
+            let live = crate::node::foxglove::FoxgloveLive::start(addr)?;
+            eprintln!("foxglove: serving on ws://{addr} (port {})", live.port());
+            planners.push(Box::new(live));
+        }
+        #[cfg(not(feature = "foxglove"))]
+        anyhow::bail!("--foxglove {addr}: this pedcache was built without the foxglove feature");
     }
     let Some(spec) = &a.publish else {
         return Ok(planners);

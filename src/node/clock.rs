@@ -182,3 +182,37 @@ mod tests {
         assert!(!stop.sleep(Duration::ZERO));
     }
 }
+
+/// Node instants as wall-clock time for other processes and files: `Instant`s have no epoch, so
+/// one reading of both clocks maps any instant onto the system clock.
+#[derive(Clone, Copy, Debug)]
+pub struct UnixTime {
+    instant: Instant,
+    system: std::time::SystemTime,
+}
+
+impl UnixTime {
+    /// Anchored now.
+    pub fn anchor() -> Self {
+        Self {
+            instant: Instant::now(),
+            system: std::time::SystemTime::now(),
+        }
+    }
+
+    /// `t` in ns since the Unix epoch (0 before it).
+    pub fn ns(&self, t: Instant) -> u64 {
+        let at = if t >= self.instant {
+            self.system + (t - self.instant)
+        } else {
+            self.system - (self.instant - t)
+        };
+        unix_ns(at)
+    }
+}
+
+/// A system time in ns since the Unix epoch (0 before it).
+pub fn unix_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}

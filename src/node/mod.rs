@@ -85,6 +85,8 @@ pub mod alert;
 pub mod clock;
 pub mod config;
 pub mod detector;
+#[cfg(feature = "foxglove")]
+pub mod foxglove;
 pub mod learn;
 pub mod live;
 pub mod perception;

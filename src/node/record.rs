@@ -9,22 +9,23 @@
 //! Log and publish times are when the alert reached the recorder, in ns since the Unix epoch.
 
 use super::alert::{Alert, Envelope};
+use super::clock::UnixTime;
 use super::planner::Planner;
 use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// The alerts topic.
 pub const ALERTS_TOPIC: &str = "/pedcache/alerts";
 /// The per-alert latency topic.
 pub const LATENCY_TOPIC: &str = "/pedcache/latency";
 
-const ALERT_SCHEMA: &str = r#"{"title": "pedcache.alert/1", "type": "object",
+pub(crate) const ALERT_SCHEMA: &str = r#"{"title": "pedcache.alert/1", "type": "object",
  "properties": {"type": {"type": "string", "enum": ["EarlyAlert", "Detections", "FrameDropped", "BadFrame", "DeadlineMiss"]},
                 "frame": {"type": "integer"}},
  "required": ["type", "frame"]}"#;
-const LATENCY_SCHEMA: &str = r#"{"title": "pedcache.latency/1", "type": "object",
+pub(crate) const LATENCY_SCHEMA: &str = r#"{"title": "pedcache.latency/1", "type": "object",
  "properties": {"frame": {"type": "integer"}, "type": {"type": "string"}, "latency_ms": {"type": "number"}},
  "required": ["frame", "type", "latency_ms"]}"#;
 
@@ -35,7 +36,7 @@ pub struct McapRecorder {
     alerts: u16,
     latency: u16,
     seq: u32,
-    anchor: (Instant, SystemTime),
+    wall: UnixTime,
 }
 
 impl McapRecorder {
@@ -70,30 +71,29 @@ impl McapRecorder {
             alerts,
             latency,
             seq: 0,
-            anchor: (Instant::now(), SystemTime::now()),
+            wall: UnixTime::anchor(),
         })
-    }
-
-    fn unix_ns(&self, t: Instant) -> u64 {
-        let (a, sys) = self.anchor;
-        let at = if t >= a { sys + (t - a) } else { sys - (a - t) };
-        at.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
     }
 }
 
-fn latency_of(a: &Alert) -> Option<f64> {
-    match a {
-        Alert::EarlyAlert { latency_ms, .. } | Alert::Detections { latency_ms, .. } => {
-            Some(*latency_ms)
-        }
-        _ => None,
-    }
+/// The `/pedcache/latency` message of an alert that has a latency (EarlyAlert, Detections).
+pub(crate) fn latency_message(a: &Alert) -> crate::Result<Option<serde_json::Value>> {
+    let ms = match a {
+        Alert::EarlyAlert { latency_ms, .. } | Alert::Detections { latency_ms, .. } => *latency_ms,
+        _ => return Ok(None),
+    };
+    let kind = serde_json::to_value(a)?
+        .get("type")
+        .cloned()
+        .unwrap_or_default();
+    Ok(Some(
+        serde_json::json!({"frame": a.frame(), "type": kind, "latency_ms": ms}),
+    ))
 }
 
 impl Planner for McapRecorder {
     fn on_alert(&mut self, msg: &Envelope, received: Instant) -> crate::Result<()> {
-        let time = self.unix_ns(received);
+        let time = self.wall.ns(received);
         let (alerts, latency, seq) = (self.alerts, self.latency, self.seq);
         let Some(w) = self.writer.as_mut() else {
             return Ok(());
@@ -107,13 +107,7 @@ impl Planner for McapRecorder {
         };
         w.write_to_known_channel(&header(alerts), &serde_json::to_vec(&msg.alert)?)
             .map_err(ctx)?;
-        if let Some(ms) = latency_of(&msg.alert) {
-            let kind = serde_json::to_value(&msg.alert)?
-                .get("type")
-                .cloned()
-                .unwrap_or_default();
-            let body =
-                serde_json::json!({"frame": msg.alert.frame(), "type": kind, "latency_ms": ms});
+        if let Some(body) = latency_message(&msg.alert)? {
             w.write_to_known_channel(&header(latency), &serde_json::to_vec(&body)?)
                 .map_err(ctx)?;
         }

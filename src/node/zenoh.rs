@@ -10,12 +10,13 @@
 //! counted; the Zenoh put itself drops under congestion rather than waiting.
 
 use super::alert::{Alert, Envelope};
+use super::clock::{unix_ns, UnixTime};
 use super::planner::Planner;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use zenoh::Wait;
 
 /// The `schema` of every message; bumped when a field changes meaning or goes away.
@@ -46,11 +47,6 @@ pub struct WireAlert {
 /// The key alerts of node `node` go to.
 pub fn alerts_key(node: &str) -> String {
     format!("pedcache/{node}/alerts")
-}
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// A Zenoh peer config with only the given endpoints and multicast scouting off.
@@ -140,23 +136,14 @@ fn publish_loop(
     node: &str,
     session: zenoh::Session,
 ) -> crate::Result<u64> {
-    // Instants have no epoch: map them onto the system clock through one reading of both.
-    let (anchor, anchor_sys) = (Instant::now(), SystemTime::now());
-    let to_unix = |t: Instant| {
-        let sys = if t >= anchor {
-            anchor_sys + (t - anchor)
-        } else {
-            anchor_sys - (anchor - t)
-        };
-        unix_ns(sys)
-    };
+    let wall = UnixTime::anchor();
     let mut seq = 0u64;
     for msg in rx {
         let wire = WireAlert {
             schema: SCHEMA.into(),
             node: node.into(),
             seq,
-            capture_unix_ns: msg.capture.map(to_unix),
+            capture_unix_ns: msg.capture.map(|t| wall.ns(t)),
             published_unix_ns: unix_ns(SystemTime::now()),
             alert: msg.alert,
         };

@@ -54,3 +54,12 @@ pub fn load_ssdlite() -> Option<pedcache::detect::ssdlite::SsdLite> {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pedcache"))
 }
+
+/// A JSON-lines file (alerts, received messages) as values; an absent file is empty.
+pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
