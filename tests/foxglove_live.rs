@@ -8,7 +8,6 @@ mod common;
 use foxglove::Decode;
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
@@ -51,17 +50,8 @@ fn a_foxglove_client_receives_alerts_and_annotations_during_a_replay() {
     let port = free_port();
     let alerts = dir.join("alerts.jsonl");
     // At the camera rate (17 fps), so the client connects while the replay runs.
-    let mut replay = Command::new(common::bin())
-        .current_dir(common::repo())
-        .args([
-            "--threads",
-            "2",
-            "replay",
-            "--config",
-            "sim/demo.ron",
-            "--limit",
-            "150",
-        ])
+    let mut replay = common::pedcache()
+        .args(["replay", "--config", "sim/demo.ron", "--limit", "150"])
         // Full detection on every frame, so the annotations carry boxes.
         .arg("--no-cache")
         .args(["--foxglove", &format!("127.0.0.1:{port}")])

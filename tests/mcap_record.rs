@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pedcache-record-{name}-{}", std::process::id()));
@@ -30,16 +29,8 @@ fn the_recording_holds_every_alert_in_order() {
     let bytes = std::fs::read(&src[10]).unwrap();
     std::fs::write(frames.join("f010.png"), &bytes[..bytes.len() / 3]).unwrap();
     let (rec, alerts) = (dir.join("out/run.mcap"), dir.join("alerts.jsonl"));
-    let out = Command::new(common::bin())
-        .current_dir(common::repo())
-        .args([
-            "--threads",
-            "2",
-            "replay",
-            "--config",
-            "sim/demo.ron",
-            "--max-speed",
-        ])
+    let out = common::pedcache()
+        .args(["replay", "--config", "sim/demo.ron", "--max-speed"])
         .arg("--source")
         .arg(&frames)
         .arg("--record")
@@ -50,11 +41,7 @@ fn the_recording_holds_every_alert_in_order() {
         .arg(dir.join("report.json"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "replay");
     let sent = common::read_jsonl(&alerts);
     assert!(sent.iter().any(|a| a["type"] == "BadFrame"), "{sent:?}");
 

@@ -7,7 +7,6 @@ use pedcache::frame::RgbFrame;
 use pedcache::sim::source::{read_frames, select_frames, FrameRef, Selection};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const COMPRESSED: &str = "sensor_msgs/msg/CompressedImage";
 const RAW: &str = "sensor_msgs/msg/Image";
@@ -236,16 +235,8 @@ fn cityscapes_frames_as_compressed_images_replay_like_the_folder() {
     // The same replay from both: the same detections, frame by frame.
     let detections = |source: &Path, name: &str| {
         let alerts = dir.join(format!("{name}.jsonl"));
-        let out = Command::new(common::bin())
-            .current_dir(common::repo())
-            .args([
-                "--threads",
-                "2",
-                "replay",
-                "--model",
-                "ssdlite-ped",
-                "--no-cache",
-            ])
+        let out = common::pedcache()
+            .args(["replay", "--model", "ssdlite-ped", "--no-cache"])
             .args(["--max-speed", "--score-thresh", "0.25", "--source"])
             .arg(source)
             .arg("--report")
@@ -254,11 +245,7 @@ fn cityscapes_frames_as_compressed_images_replay_like_the_folder() {
             .arg(&alerts)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out, "replay");
         std::fs::read_to_string(&alerts)
             .unwrap()
             .lines()

@@ -6,14 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(common::bin());
-    c.current_dir(common::repo()).args(["--threads", "2"]);
-    c
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pedcache-zenoh-{name}-{}", std::process::id()));
@@ -37,7 +31,7 @@ fn every_alert_of_a_replay_reaches_a_listener_in_another_process_in_order() {
     let ep = endpoint();
     let received = dir.join("received.jsonl");
     // The listener first: it retries until the node is up.
-    let mut listener = bin()
+    let mut listener = common::pedcache()
         .args([
             "listen",
             "--connect",
@@ -55,7 +49,7 @@ fn every_alert_of_a_replay_reaches_a_listener_in_another_process_in_order() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let alerts = dir.join("alerts.jsonl");
-    let out = bin()
+    let out = common::pedcache()
         .args([
             "replay",
             "--config",
@@ -72,11 +66,7 @@ fn every_alert_of_a_replay_reaches_a_listener_in_another_process_in_order() {
         .arg(&alerts)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "replay: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "replay");
     let started = Instant::now();
     let status = loop {
         if let Some(s) = listener.try_wait().unwrap() {
@@ -119,15 +109,11 @@ fn every_alert_of_a_replay_reaches_a_listener_in_another_process_in_order() {
 #[test]
 fn a_listener_without_a_node_retries_and_exits_after_idle() {
     let started = Instant::now();
-    let out = bin()
+    let out = common::pedcache()
         .args(["listen", "--connect", &endpoint(), "--idle", "1"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, "listen");
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 alerts received"));
     let took = started.elapsed();
     assert!(
@@ -149,7 +135,7 @@ fn publish_takes_only_zenoh_endpoints_and_node_names_that_fit_a_key() {
         ),
         (vec!["--publish", "zenoh=bogus"], "zenoh"),
     ] {
-        let out = bin()
+        let out = common::pedcache()
             .args([
                 "replay",
                 "--config",

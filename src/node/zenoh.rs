@@ -14,8 +14,6 @@ use super::clock::{unix_ns, UnixTime};
 use super::planner::Planner;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use zenoh::Wait;
 
@@ -76,7 +74,7 @@ fn peer_config(listen: &[&str], connect: &[&str]) -> crate::Result<zenoh::Config
 /// A planner that publishes every alert on Zenoh.
 pub struct ZenohPublisher {
     tx: Option<Sender<Envelope>>,
-    dropped: Arc<AtomicUsize>,
+    dropped: usize,
     worker: Option<std::thread::JoinHandle<crate::Result<u64>>>,
     endpoint: String,
 }
@@ -117,7 +115,7 @@ impl ZenohPublisher {
             .map_err(|e| crate::err!("starting the zenoh publisher: {e}"))?;
         Ok(Self {
             tx: Some(tx),
-            dropped: Arc::new(AtomicUsize::new(0)),
+            dropped: 0,
             worker: Some(worker),
             endpoint: endpoint.to_string(),
         })
@@ -125,7 +123,7 @@ impl ZenohPublisher {
 
     /// Alerts dropped so far because the publisher thread was behind.
     pub fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped
     }
 }
 
@@ -167,7 +165,7 @@ impl Planner for ZenohPublisher {
             match tx.try_send(msg.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.dropped += 1;
                 }
                 Err(TrySendError::Disconnected(_)) => {
                     // The thread ended with an error; `finish` reports it.

@@ -55,6 +55,22 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pedcache"))
 }
 
+/// A pedcache command run from the repository on 2 threads; arguments follow.
+pub fn pedcache() -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.current_dir(repo()).args(["--threads", "2"]);
+    c
+}
+
+/// Fail with the command's stderr unless it exited 0.
+pub fn assert_success(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A JSON-lines file (alerts, received messages) as values; an absent file is empty.
 pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p)
