@@ -47,19 +47,18 @@ impl FoxgloveLive {
                 crate::err!("--foxglove {addr:?}: expected HOST:PORT, e.g. {DEFAULT_ADDR}")
             })?;
         let ctx = |e: foxglove::FoxgloveError| crate::err!("foxglove server on {addr}: {e}");
-        let json = |name: &str, schema: &'static str| {
+        let json = |name: &str, schema_name: &str, schema: &'static str| {
             ChannelBuilder::new(name)
                 .message_encoding("json")
-                .schema(Schema::new(
-                    schema_name(schema),
-                    "jsonschema",
-                    schema.as_bytes(),
-                ))
+                .schema(Schema::new(schema_name, "jsonschema", schema.as_bytes()))
                 .build_raw()
         };
-        let alerts = json(super::record::ALERTS_TOPIC, super::record::ALERT_SCHEMA).map_err(ctx)?;
-        let latency =
-            json(super::record::LATENCY_TOPIC, super::record::LATENCY_SCHEMA).map_err(ctx)?;
+        use super::record::{
+            ALERTS_TOPIC, ALERT_SCHEMA, ALERT_SCHEMA_NAME, LATENCY_SCHEMA, LATENCY_SCHEMA_NAME,
+            LATENCY_TOPIC,
+        };
+        let alerts = json(ALERTS_TOPIC, ALERT_SCHEMA_NAME, ALERT_SCHEMA).map_err(ctx)?;
+        let latency = json(LATENCY_TOPIC, LATENCY_SCHEMA_NAME, LATENCY_SCHEMA).map_err(ctx)?;
         let annotations = ChannelBuilder::new("/pedcache/annotations").build::<ImageAnnotations>();
         let server = foxglove::WebSocketServer::new()
             .name("pedcache")
@@ -81,14 +80,6 @@ impl FoxgloveLive {
     pub fn port(&self) -> u16 {
         self.server.as_ref().map_or(0, WebSocketServerHandle::port)
     }
-}
-
-/// The `title` of a JSON schema, its name on the wire.
-fn schema_name(schema: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(schema)
-        .ok()
-        .and_then(|v| v.get("title").and_then(|t| t.as_str()).map(String::from))
-        .unwrap_or_else(|| "pedcache".into())
 }
 
 const BOX: Color = Color {

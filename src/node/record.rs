@@ -21,6 +21,10 @@ pub const ALERTS_TOPIC: &str = "/pedcache/alerts";
 /// The per-alert latency topic.
 pub const LATENCY_TOPIC: &str = "/pedcache/latency";
 
+/// Schema names on the wire (the `title` of each JSON schema below).
+pub(crate) const ALERT_SCHEMA_NAME: &str = "pedcache.alert/1";
+pub(crate) const LATENCY_SCHEMA_NAME: &str = "pedcache.latency/1";
+
 pub(crate) const ALERT_SCHEMA: &str = r#"{"title": "pedcache.alert/1", "type": "object",
  "properties": {"type": {"type": "string", "enum": ["EarlyAlert", "Detections", "FrameDropped", "BadFrame", "DeadlineMiss"]},
                 "frame": {"type": "integer"}},
@@ -50,17 +54,13 @@ impl McapRecorder {
         let mut w = mcap::Writer::new(BufWriter::new(file)).map_err(|e| ctx(&e))?;
         let none = BTreeMap::new();
         let s = w
-            .add_schema("pedcache.alert/1", "jsonschema", ALERT_SCHEMA.as_bytes())
+            .add_schema(ALERT_SCHEMA_NAME, "jsonschema", ALERT_SCHEMA.as_bytes())
             .map_err(|e| ctx(&e))?;
         let alerts = w
             .add_channel(s, ALERTS_TOPIC, "json", &none)
             .map_err(|e| ctx(&e))?;
         let s = w
-            .add_schema(
-                "pedcache.latency/1",
-                "jsonschema",
-                LATENCY_SCHEMA.as_bytes(),
-            )
+            .add_schema(LATENCY_SCHEMA_NAME, "jsonschema", LATENCY_SCHEMA.as_bytes())
             .map_err(|e| ctx(&e))?;
         let latency = w
             .add_channel(s, LATENCY_TOPIC, "json", &none)
